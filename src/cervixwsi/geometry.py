@@ -1,0 +1,580 @@
+"""Coordinates: level-0 boxes, raster windows and rasters over a slide.
+
+This module is the single place where coordinates are converted.  The
+conventions, used everywhere in cervixwsi, are OpenSlide's:
+
+* a location is ``(x, y)`` in **level-0 pixels** (x to the right, y down),
+  a size is ``(width, height)``;
+* arrays are indexed ``[row, col] = [y, x]``;
+* a :class:`Raster` is a 2-D array over a whole slide (a tissue mask, an
+  annotation mask, a heatmap) plus its ``downsample``: the level-0 size of one
+  raster pixel.  Raster pixel ``(row, col)`` covers the level-0 half-open
+  square ``[col * d, (col + 1) * d) x [row * d, (row + 1) * d)``, clipped to
+  the slide.  Downsamples need not be integers: real pyramid levels have
+  downsamples such as 4.0003.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cervixwsi.geometry import Box, Raster
+>>> mask = Raster(np.zeros((3, 4), bool), downsample=256, slide_dimensions=(1000, 700))
+>>> mask.box_to_window(Box(300, 10, 256, 256))
+Window(row0=0, row1=2, col0=1, col1=3)
+>>> mask.pixel_to_box(2, 3)  # the last pixel is clipped to the slide
+Box(x=768.0, y=512.0, width=232.0, height=188.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from cervixwsi.errors import GeometryError
+
+__all__ = ["Box", "Raster", "Window", "axis_overlap_matrix"]
+
+# Relative tolerance under which a coordinate divided by a downsample is taken to be
+# an integer, so that ``window -> box -> window`` round-trips despite float rounding.
+_SNAP = 1e-9
+
+
+def _snap(q: float) -> float:
+    r = round(q)
+    return float(r) if abs(q - r) <= _SNAP * max(1.0, abs(q)) else q
+
+
+def _snap_array(q: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    r = np.round(q)
+    return np.where(np.abs(q - r) <= _SNAP * np.maximum(1.0, np.abs(q)), r, q)
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise GeometryError(f"{name} must be finite, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """An axis-aligned rectangle in level-0 pixel coordinates.
+
+    Parameters
+    ----------
+    x, y : float
+        Top-left corner (level-0 pixels).
+    width, height : float
+        Size (level-0 pixels), non-negative.  The box is the half-open region
+        ``[x, x + width) x [y, y + height)``.
+
+    Examples
+    --------
+    >>> a = Box(0, 0, 100, 50)
+    >>> a.intersection(Box(50, 25, 100, 100))
+    Box(x=50, y=25, width=50, height=25)
+    >>> a.scale(0.25)
+    Box(x=0.0, y=0.0, width=25.0, height=12.5)
+    >>> a.contains(Box(10, 10, 5, 5))
+    True
+    """
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "width", "height"):
+            _check_finite(f"Box.{name}", getattr(self, name))
+        if self.width < 0 or self.height < 0:
+            raise GeometryError(
+                f"Box size must be non-negative, got width={self.width}, height={self.height}"
+            )
+
+    @classmethod
+    def from_bounds(cls, x0: float, y0: float, x1: float, y1: float) -> Box:
+        """Make a box from its corners ``(x0, y0)`` (inclusive) and ``(x1, y1)`` (exclusive).
+
+        Examples
+        --------
+        >>> Box.from_bounds(10, 20, 30, 60)
+        Box(x=10, y=20, width=20, height=40)
+        """
+        if x1 < x0 or y1 < y0:
+            raise GeometryError(f"Box bounds must be ordered, got ({x0}, {y0}, {x1}, {y1})")
+        return cls(x0, y0, x1 - x0, y1 - y0)
+
+    @property
+    def x1(self) -> float:
+        """Right edge (exclusive)."""
+        return self.x + self.width
+
+    @property
+    def y1(self) -> float:
+        """Bottom edge (exclusive)."""
+        return self.y + self.height
+
+    @property
+    def location(self) -> tuple[float, float]:
+        """``(x, y)``, as OpenSlide's ``read_region`` takes it."""
+        return (self.x, self.y)
+
+    @property
+    def size(self) -> tuple[float, float]:
+        """``(width, height)``."""
+        return (self.width, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        """``(x, y)`` of the centre."""
+        return (self.x + self.width / 2, self.y + self.height / 2)
+
+    @property
+    def area(self) -> float:
+        """``width * height``."""
+        return self.width * self.height
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the box has zero area."""
+        return self.width == 0 or self.height == 0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)``."""
+        return (self.x, self.y, self.x1, self.y1)
+
+    def intersection(self, other: Box) -> Box | None:
+        """The overlap of two boxes, or ``None`` when they do not overlap."""
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return Box(x0, y0, x1 - x0, y1 - y0)
+
+    def intersects(self, other: Box) -> bool:
+        """True when the boxes share a region of positive area."""
+        return self.intersection(other) is not None
+
+    def contains(self, other: Box) -> bool:
+        """True when ``other`` lies inside this box (edges may touch)."""
+        return (
+            self.x <= other.x and self.y <= other.y and other.x1 <= self.x1 and other.y1 <= self.y1
+        )
+
+    def contains_point(self, x: float, y: float) -> bool:
+        """True when ``(x, y)`` lies in the half-open box."""
+        return self.x <= x < self.x1 and self.y <= y < self.y1
+
+    def scale(self, factor: float) -> Box:
+        """Multiply every coordinate by ``factor``.
+
+        ``box.scale(1 / downsample)`` gives the box in the pixels of a level whose
+        downsample is ``downsample``; ``scale(downsample)`` goes back to level 0.
+        """
+        _check_finite("factor", factor)
+        if factor <= 0:
+            raise GeometryError(f"scale factor must be positive, got {factor}")
+        return Box(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
+
+    def translate(self, dx: float, dy: float) -> Box:
+        """The same box moved by ``(dx, dy)``."""
+        return Box(self.x + dx, self.y + dy, self.width, self.height)
+
+    def clip(self, width: float, height: float) -> Box | None:
+        """The part of the box inside ``[0, width) x [0, height)``, or ``None``."""
+        return self.intersection(Box(0, 0, width, height))
+
+    def round_out(self) -> Box:
+        """The smallest box with integer corners that contains this one."""
+        x0, y0 = math.floor(_snap(self.x)), math.floor(_snap(self.y))
+        x1, y1 = math.ceil(_snap(self.x1)), math.ceil(_snap(self.y1))
+        return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open index window ``[row0, row1) x [col0, col1)`` of a raster.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = Window(1, 3, 0, 2)
+    >>> np.arange(12).reshape(3, 4)[w.slices]
+    array([[4, 5],
+           [8, 9]])
+    """
+
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    def __post_init__(self) -> None:
+        if self.row1 < self.row0 or self.col1 < self.col0:
+            raise GeometryError(f"Window must have row0 <= row1 and col0 <= col1, got {self}")
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices, to index a 2-D array."""
+        return (slice(self.row0, self.row1), slice(self.col0, self.col1))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in raster pixels."""
+        return (self.row1 - self.row0, self.col1 - self.col0)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the window holds no pixel."""
+        return self.row1 == self.row0 or self.col1 == self.col0
+
+
+def _axis_cells(n: int, d: float, length: float) -> tuple[npt.NDArray[np.float64], ...]:
+    """Level-0 start and end of each of ``n`` cells of size ``d``, clipped to ``length``."""
+    starts = np.arange(n, dtype=np.float64) * d
+    ends = np.minimum(starts + d, length)
+    return np.minimum(starts, length), ends
+
+
+def axis_overlap_matrix(n_out: int, d_out: float, n_in: int, d_in: float, length: float) -> Any:
+    """Sparse ``(n_out, n_in)`` matrix of level-0 overlap lengths between two grids.
+
+    Entry ``(i, j)`` is the length of the overlap of output cell ``i`` (size
+    ``d_out``) and input cell ``j`` (size ``d_in``) along one axis of length
+    ``length``, both clipped to ``[0, length)``.  Used for exact area-weighted
+    resampling of rasters with any (also non-integer) downsample ratio.
+
+    Examples
+    --------
+    >>> m = axis_overlap_matrix(2, 3.0, 3, 2.0, 6.0).toarray()
+    >>> m
+    array([[2., 1., 0.],
+           [0., 1., 2.]])
+    """
+    from scipy import sparse
+
+    out_start, out_end = _axis_cells(n_out, d_out, length)
+    in_start, in_end = _axis_cells(n_in, d_in, length)
+    # Input cells overlapping output cell i: from floor(start/d_in) to ceil(end/d_in).
+    first = np.clip(np.floor(out_start / d_in).astype(np.int64), 0, max(n_in - 1, 0))
+    last = np.clip(np.ceil(out_end / d_in).astype(np.int64), 1, n_in)
+    counts = np.maximum(last - first, 0)
+    rows = np.repeat(np.arange(n_out), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    cols = np.repeat(first, counts) + offsets
+    overlap = np.minimum(out_end[rows], in_end[cols]) - np.maximum(out_start[rows], in_start[cols])
+    keep = overlap > 0
+    return sparse.csr_matrix(
+        (overlap[keep], (rows[keep], cols[keep])), shape=(n_out, n_in), dtype=np.float64
+    )
+
+
+class Raster:
+    """A 2-D array over a whole slide, with the level-0 size of its pixels.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        The raster, 2-D, indexed ``[row, col]``.  Any dtype (bool masks, float
+        heatmaps, integer labels).
+    downsample : float
+        Level-0 pixels per raster pixel along both axes (may be non-integer,
+        e.g. ``4.0003`` for a real SVS level, or ``256`` for a heatmap with one
+        pixel per 256-pixel patch).
+    slide_dimensions : tuple of int
+        The slide's level-0 ``(width, height)``.  The raster must cover it: along
+        each axis its pixel count is ``floor`` or ``ceil`` of ``size / downsample``.
+    mpp : float, optional
+        The slide's level-0 micrometres per pixel, when known; then
+        :attr:`pixel_size_um` is ``downsample * mpp``.
+
+    Raises
+    ------
+    GeometryError
+        If the array is not 2-D, the downsample is not positive and finite, or
+        the array's shape does not cover ``slide_dimensions`` at ``downsample``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> heat = Raster(np.full((4, 5), 0.5, np.float32), 256.0, (1200, 1000), mpp=0.25)
+    >>> heat.shape, heat.pixel_size_um
+    ((4, 5), 64.0)
+    >>> heat.to_index(1199, 999)
+    (3, 4)
+    """
+
+    __slots__ = ("_array", "_downsample", "_mpp", "_slide_dimensions")
+
+    def __init__(
+        self,
+        array: npt.ArrayLike,
+        downsample: float,
+        slide_dimensions: tuple[int, int],
+        *,
+        mpp: float | None = None,
+    ) -> None:
+        arr = np.asarray(array)
+        if arr.ndim != 2:
+            raise GeometryError(f"a Raster needs a 2-D array, got shape {arr.shape}")
+        d = float(downsample)
+        if not math.isfinite(d) or d <= 0:
+            raise GeometryError(f"downsample must be positive and finite, got {downsample!r}")
+        try:
+            width, height = (int(v) for v in slide_dimensions)
+        except (TypeError, ValueError):
+            raise GeometryError(
+                f"slide_dimensions must be (width, height), got {slide_dimensions!r}"
+            ) from None
+        if width <= 0 or height <= 0:
+            raise GeometryError(f"slide_dimensions must be positive, got {slide_dimensions!r}")
+        for axis, n, length in (("columns", arr.shape[1], width), ("rows", arr.shape[0], height)):
+            expected = length / d
+            if abs(n - expected) >= 1 + _SNAP * expected:
+                lo, hi = math.floor(_snap(expected)), math.ceil(_snap(expected))
+                valid = f"{lo}" if lo == hi else f"{lo} or {hi}"
+                raise GeometryError(
+                    f"a raster over a slide of {width}x{height} level-0 pixels at downsample "
+                    f"{d:g} has {valid} {axis}, got {n} (array shape {arr.shape}): is it the "
+                    "mask of another slide or another level?"
+                )
+        if mpp is not None:
+            mpp = float(mpp)
+            if not math.isfinite(mpp) or mpp <= 0:
+                raise GeometryError(f"mpp must be positive and finite, got {mpp!r}")
+        self._array = arr
+        self._downsample = d
+        self._slide_dimensions = (width, height)
+        self._mpp = mpp
+
+    # --- basic attributes -------------------------------------------------------------
+
+    @property
+    def array(self) -> npt.NDArray[Any]:
+        """The 2-D array, indexed ``[row, col]``."""
+        return self._array
+
+    @property
+    def downsample(self) -> float:
+        """Level-0 pixels per raster pixel."""
+        return self._downsample
+
+    @property
+    def slide_dimensions(self) -> tuple[int, int]:
+        """The slide's level-0 ``(width, height)``."""
+        return self._slide_dimensions
+
+    @property
+    def mpp(self) -> float | None:
+        """The slide's level-0 micrometres per pixel, or ``None`` when unknown."""
+        return self._mpp
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """Micrometres per raster pixel (``downsample * mpp``), or ``None``."""
+        return None if self._mpp is None else self._downsample * self._mpp
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the array."""
+        rows, cols = self._array.shape
+        return (int(rows), int(cols))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The array's dtype."""
+        return self._array.dtype
+
+    @property
+    def extent(self) -> Box:
+        """The slide's level-0 extent ``Box(0, 0, width, height)``."""
+        return Box(0, 0, *self._slide_dimensions)
+
+    def __repr__(self) -> str:
+        mpp = "" if self._mpp is None else f", mpp={self._mpp:g}"
+        return (
+            f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, "
+            f"downsample={self._downsample:g}, slide_dimensions={self._slide_dimensions}{mpp})"
+        )
+
+    def with_array(self, array: npt.ArrayLike) -> Raster:
+        """A raster with the same geometry and another array of the same shape."""
+        arr = np.asarray(array)
+        if arr.shape != self._array.shape:
+            raise GeometryError(f"with_array needs shape {self.shape}, got {arr.shape}")
+        return Raster(arr, self._downsample, self._slide_dimensions, mpp=self._mpp)
+
+    def same_grid(self, other: Raster, *, rtol: float = 1e-9) -> bool:
+        """True when ``other`` has the same shape, downsample and slide dimensions."""
+        return (
+            self.shape == other.shape
+            and self._slide_dimensions == other._slide_dimensions
+            and math.isclose(self._downsample, other._downsample, rel_tol=rtol)
+        )
+
+    # --- level-0 <-> raster ----------------------------------------------------------
+
+    def box_to_window(self, box: Box) -> Window:
+        """The smallest window of raster pixels whose level-0 extent covers ``box``.
+
+        The part of ``box`` outside the slide is ignored; a box wholly outside
+        gives an empty window.  The window never leaves the array.
+        """
+        rows, cols = self.shape
+        d = self._downsample
+        col0 = min(max(math.floor(_snap(box.x / d)), 0), cols)
+        row0 = min(max(math.floor(_snap(box.y / d)), 0), rows)
+        col1 = min(max(math.ceil(_snap(box.x1 / d)), col0), cols)
+        row1 = min(max(math.ceil(_snap(box.y1 / d)), row0), rows)
+        return Window(row0, row1, col0, col1)
+
+    def window_to_box(self, window: Window) -> Box:
+        """The level-0 extent of a window of raster pixels, clipped to the slide."""
+        width, height = self._slide_dimensions
+        d = self._downsample
+        x0, y0 = min(window.col0 * d, width), min(window.row0 * d, height)
+        x1, y1 = min(window.col1 * d, width), min(window.row1 * d, height)
+        return Box(x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))
+
+    def pixel_to_box(self, row: int, col: int) -> Box:
+        """The level-0 box covered by raster pixel ``(row, col)``, clipped to the slide."""
+        rows, cols = self.shape
+        if not (0 <= row < rows and 0 <= col < cols):
+            raise GeometryError(f"pixel ({row}, {col}) is outside the raster of shape {self.shape}")
+        return self.window_to_box(Window(row, row + 1, col, col + 1))
+
+    def to_index(self, x: Any, y: Any, *, clip: bool = False) -> Any:
+        """Raster ``(row, col)`` of level-0 point(s) ``(x, y)``: ``floor(y / d), floor(x / d)``.
+
+        Accepts scalars (returns a tuple of ints) or arrays (returns a tuple of
+        int64 arrays).  Points outside the slide raise :class:`GeometryError`,
+        unless ``clip`` is true, when they map to the nearest edge pixel.
+        """
+        xa = np.asarray(x, dtype=np.float64)
+        ya = np.asarray(y, dtype=np.float64)
+        width, height = self._slide_dimensions
+        outside = (xa < 0) | (xa >= width) | (ya < 0) | (ya >= height) | ~np.isfinite(xa + ya)
+        if not clip and np.any(outside):
+            bad = np.argwhere(np.atleast_1d(outside))[0][0]
+            px, py = np.atleast_1d(xa)[bad], np.atleast_1d(ya)[bad]
+            raise GeometryError(
+                f"level-0 point ({px:g}, {py:g}) is outside the slide of {width}x{height} pixels"
+            )
+        rows, cols = self.shape
+        d = self._downsample
+        r = np.clip(np.floor(_snap_array(ya / d)), 0, rows - 1).astype(np.int64)
+        c = np.clip(np.floor(_snap_array(xa / d)), 0, cols - 1).astype(np.int64)
+        if r.ndim == 0:
+            return (int(r), int(c))
+        return (r, c)
+
+    def pixel_centers(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Level-0 ``(x, y)`` centres of the columns and rows (clipped cells' centres)."""
+        width, height = self._slide_dimensions
+        rows, cols = self.shape
+        xs, xe = _axis_cells(cols, self._downsample, width)
+        ys, ye = _axis_cells(rows, self._downsample, height)
+        return (xs + xe) / 2, (ys + ye) / 2
+
+    def values_at(self, x: Any, y: Any) -> npt.NDArray[Any]:
+        """The raster's values at level-0 points (arrays of the same shape)."""
+        r, c = self.to_index(np.asarray(x), np.asarray(y))
+        return np.asarray(self._array[r, c])
+
+    def read(self, box: Box) -> tuple[npt.NDArray[Any], Window]:
+        """The raster pixels covering a level-0 box, and their window (a view, not a copy)."""
+        window = self.box_to_window(box)
+        return self._array[window.slices], window
+
+    # --- resampling -------------------------------------------------------------------
+
+    def shape_at(self, downsample: float) -> tuple[int, int]:
+        """``(rows, cols)`` of a raster covering the slide at ``downsample`` (ceil)."""
+        d = float(downsample)
+        if not math.isfinite(d) or d <= 0:
+            raise GeometryError(f"downsample must be positive and finite, got {downsample!r}")
+        width, height = self._slide_dimensions
+        return (math.ceil(_snap(height / d)), math.ceil(_snap(width / d)))
+
+    def resample(
+        self, downsample: float, *, method: Literal["nearest", "area"] = "nearest"
+    ) -> Raster:
+        """This raster at another downsample, covering the same slide.
+
+        Parameters
+        ----------
+        downsample : float
+            The new level-0 pixels per raster pixel.  The new shape is
+            ``ceil(size / downsample)`` along each axis.
+        method : {"nearest", "area"}
+            ``"nearest"``: each new pixel takes the value of the old pixel under
+            its level-0 centre (keeps the dtype; for masks and labels).
+            ``"area"``: each new pixel is the mean of the old pixels weighted by
+            their exact level-0 overlap (float64; a boolean mask becomes the
+            fraction of each new pixel that is inside it).  NaN values are left
+            out of the mean; a new pixel over NaN only is NaN.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m = Raster(np.array([[1, 0], [0, 0]], bool), 2, (4, 4))
+        >>> m.resample(1).array.astype(int)
+        array([[1, 1, 0, 0],
+               [1, 1, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 0, 0]])
+        >>> m.resample(4, method="area").array
+        array([[0.25]])
+        """
+        rows_out, cols_out = self.shape_at(downsample)
+        d_out = float(downsample)
+        width, height = self._slide_dimensions
+        rows, cols = self.shape
+        if method == "nearest":
+            xs, xe = _axis_cells(cols_out, d_out, width)
+            ys, ye = _axis_cells(rows_out, d_out, height)
+            ci = np.clip(np.floor((xs + xe) / 2 / self._downsample), 0, cols - 1).astype(np.intp)
+            ri = np.clip(np.floor((ys + ye) / 2 / self._downsample), 0, rows - 1).astype(np.intp)
+            out = self._array[np.ix_(ri, ci)]
+        elif method == "area":
+            ax = axis_overlap_matrix(cols_out, d_out, cols, self._downsample, width)
+            ay = axis_overlap_matrix(rows_out, d_out, rows, self._downsample, height)
+            values = self._array.astype(np.float64)
+            valid = np.isfinite(values)
+            if valid.all():
+                num = ay @ (ax @ values.T).T
+                den = np.outer(np.asarray(ay.sum(axis=1)).ravel(), np.asarray(ax.sum(axis=1)))
+            else:
+                num = ay @ (ax @ np.where(valid, values, 0.0).T).T
+                den = ay @ (ax @ valid.astype(np.float64).T).T
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        else:
+            raise GeometryError(f"method must be 'nearest' or 'area', got {method!r}")
+        return Raster(out, d_out, self._slide_dimensions, mpp=self._mpp)
+
+    @classmethod
+    def from_level(
+        cls,
+        array: npt.ArrayLike,
+        level_dimensions: tuple[int, int],
+        slide_dimensions: tuple[int, int],
+        *,
+        mpp: float | None = None,
+    ) -> Raster:
+        """A raster made from an image of a whole pyramid level.
+
+        The downsample is OpenSlide's for that level: the mean of the width
+        and height ratios.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Raster.from_level(np.zeros((741, 555)), (555, 741), (2220, 2967)).downsample
+        4.002024291497976
+        """
+        w, h = level_dimensions
+        width, height = slide_dimensions
+        return cls(array, (width / w + height / h) / 2, slide_dimensions, mpp=mpp)
