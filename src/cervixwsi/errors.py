@@ -35,6 +35,7 @@ __all__ = [
     "PatchStoreError",
     "PredictorError",
     "RegionError",
+    "ResultFileError",
     "SamplingError",
     "SlideError",
     "SlideNotFoundError",
@@ -138,3 +139,7 @@ class NotFittedError(ClassifierError, AttributeError):
 
 class MetricsError(CervixWSIError, ValueError):
     """Evaluation inputs are invalid (one class only, NaN scores, malformed detections)."""
+
+
+class ResultFileError(CervixWSIError, OSError):
+    """A saved result (feature table, slide classifier) is missing, corrupt or of another kind."""

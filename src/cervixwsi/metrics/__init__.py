@@ -1,0 +1,65 @@
+"""Evaluation: slide-level ROC AUC with confidence intervals, lesion-level FROC.
+
+The two metrics of the study's Table 3 and Fig. 4:
+
+* **ROC / AUC** of slide scores (:func:`roc_curve`, :func:`roc_auc`, equal to
+  scikit-learn's), with confidence intervals by DeLong's method or a stratified
+  bootstrap (:func:`auc_ci`) and the paired DeLong test of two models scored on
+  the same slides (:func:`compare_auc`).
+* **FROC** of lesion detections, the Camelyon16 protocol (:func:`froc` on
+  arrays at the evaluation level, :class:`FROCEvaluator` on
+  :class:`~cervixwsi.geometry.Raster` masks and submission CSVs), and
+  :func:`detect_lesions`, the step from a probability heatmap to detections.
+
+Pure NumPy / SciPy / scikit-image / scikit-learn; the heavier imports happen on
+first use.
+
+Examples
+--------
+>>> from cervixwsi.metrics import roc_auc
+>>> roc_auc([0, 1, 1, 0], [0.2, 0.9, 0.6, 0.4])
+1.0
+"""
+
+from __future__ import annotations
+
+from cervixwsi.metrics._detect import detect_lesions
+from cervixwsi.metrics._detections import read_detections_csv, write_detections_csv
+from cervixwsi.metrics._froc import (
+    EVAL_FPS,
+    FROCEvaluator,
+    FROCResult,
+    SlideFROC,
+    evaluation_mask,
+    froc,
+    itc_labels,
+)
+from cervixwsi.metrics._roc import (
+    AucCI,
+    AucComparison,
+    RocCurve,
+    auc_ci,
+    compare_auc,
+    roc_auc,
+    roc_curve,
+)
+
+__all__ = [
+    "EVAL_FPS",
+    "AucCI",
+    "AucComparison",
+    "FROCEvaluator",
+    "FROCResult",
+    "RocCurve",
+    "SlideFROC",
+    "auc_ci",
+    "compare_auc",
+    "detect_lesions",
+    "evaluation_mask",
+    "froc",
+    "itc_labels",
+    "read_detections_csv",
+    "roc_auc",
+    "roc_curve",
+    "write_detections_csv",
+]

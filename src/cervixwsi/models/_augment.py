@@ -1,0 +1,247 @@
+"""Training-time augmentation of H&E patches, in TensorFlow ops.
+
+Every random choice is a *stateless* TensorFlow op driven by an explicit
+``(2,)`` integer seed, so a given (seed, epoch, patch) always gets the same
+augmentation: training is reproducible and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cervixwsi.errors import ParameterError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["Augmentation", "augment_patch", "hed_to_rgb", "rgb_to_hed"]
+
+# Ruifrok & Johnston (2001) optical densities of haematoxylin, eosin and DAB,
+# as in skimage.color (rows: stains; columns: R, G, B).
+_RGB_FROM_HED = np.array(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64
+)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+_LOG_EPS = math.log(1e-6)  # skimage's log adjustment: stains are in units of -log(1e-6)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random transformations of training patches (the study's, plus stain jitter).
+
+    Applied in the input pipeline during training only; validation and
+    prediction use the centre crop.
+
+    Parameters
+    ----------
+    rotate90 : bool, default True
+        Random rotation by a multiple of 90° (the study's value).
+    rotation_degrees : float, default 0.0
+        Further rotation by an angle uniform in ``[-rotation_degrees,
+        rotation_degrees]`` (bilinear, reflected borders), applied to the full
+        patch before cropping. 0 turns it off (the study's value).
+    random_crop : bool, default True
+        Random crop of the model's input size from the patch (the study's
+        value: 224 from 256); ``False`` takes the centre crop.
+    flip_lr : bool, default True
+        Random left-right flip (the study's value).
+    hed_jitter : float, default 0.0
+        Stain augmentation: each of the haematoxylin, eosin and DAB
+        concentrations ``c`` becomes ``c * a + b`` with ``a`` uniform in
+        ``[1 - hed_jitter, 1 + hed_jitter]`` and ``b`` uniform in
+        ``[-hed_jitter, hed_jitter]``, concentrations in optical-density units
+        (natural log) after colour deconvolution with Ruifrok & Johnston's
+        stain vectors (Tellez et al. 2018's "HED" augmentation); 0.05 is mild.
+        0 turns it off (the study's value).
+    brightness : float, default 0.0
+        Add a value uniform in ``[-brightness, brightness]`` (intensities
+        scaled to [0, 1]). 0 turns it off.
+    contrast : float, default 0.0
+        Scale contrast by a factor uniform in ``[1 - contrast, 1 + contrast]``.
+        0 turns it off.
+
+    Examples
+    --------
+    >>> from cervixwsi.models import Augmentation
+    >>> Augmentation().rotate90, Augmentation(hed_jitter=0.05).hed_jitter
+    (True, 0.05)
+    >>> Augmentation.none().flip_lr
+    False
+    """
+
+    rotate90: bool = True
+    rotation_degrees: float = 0.0
+    random_crop: bool = True
+    flip_lr: bool = True
+    hed_jitter: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rotation_degrees <= 180.0:
+            raise ParameterError(
+                f"rotation_degrees must be in [0, 180], got {self.rotation_degrees}"
+            )
+        for name in ("hed_jitter", "brightness", "contrast"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ParameterError(f"{name} must be in [0, 1), got {value}")
+
+    @classmethod
+    def none(cls) -> Augmentation:
+        """No augmentation at all: centre crop only."""
+        return cls(rotate90=False, random_crop=False, flip_lr=False)
+
+
+def _stains(rgb: tf.Tensor) -> tf.Tensor:
+    """Stain optical densities (natural log) of float RGB in [0, 1], not clamped."""
+    import tensorflow as tf
+
+    od = -tf.math.log(tf.maximum(tf.cast(rgb, tf.float32), 1e-6))
+    return tf.tensordot(od, tf.constant(_HED_FROM_RGB, tf.float32), axes=1)
+
+
+def _from_stains(stains: tf.Tensor) -> tf.Tensor:
+    """Inverse of :func:`_stains`, clipped to [0, 1]."""
+    import tensorflow as tf
+
+    od = tf.tensordot(stains, tf.constant(_RGB_FROM_HED, tf.float32), axes=1)
+    return tf.clip_by_value(tf.exp(-od), 0.0, 1.0)
+
+
+def rgb_to_hed(rgb: Any) -> tf.Tensor:
+    """Colour deconvolution of float RGB in [0, 1] to H, E, D stain concentrations.
+
+    The same transform (Ruifrok & Johnston's stain vectors) and units as
+    :func:`skimage.color.rgb2hed`, in TensorFlow ops.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimage.color import rgb2hed
+    >>> from cervixwsi.models import rgb_to_hed
+    >>> rgb = np.random.default_rng(0).uniform(0.1, 1.0, (4, 4, 3)).astype("float32")
+    >>> bool(np.allclose(rgb_to_hed(rgb).numpy(), rgb2hed(rgb), atol=1e-5))
+    True
+    """
+    import tensorflow as tf
+
+    return tf.maximum(_stains(rgb) / -_LOG_EPS, 0.0)
+
+
+def hed_to_rgb(hed: Any) -> tf.Tensor:
+    """Inverse of :func:`rgb_to_hed`: stain concentrations to RGB in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.models import hed_to_rgb, rgb_to_hed
+    >>> rgb = np.full((2, 2, 3), [0.8, 0.4, 0.7], dtype="float32")
+    >>> bool(np.allclose(hed_to_rgb(rgb_to_hed(rgb)).numpy(), rgb, atol=1e-4))
+    True
+    """
+    import tensorflow as tf
+
+    return _from_stains(tf.cast(hed, tf.float32) * -_LOG_EPS)
+
+
+def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+    """Rotate an (H, W, C) float image about its centre by ``angle`` radians."""
+    import tensorflow as tf
+
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    transform = tf.stack(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    )
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+    return out[0]
+
+
+def augment_patch(
+    image: Any,
+    seed: Any,
+    *,
+    size: int | None,
+    augmentation: Augmentation,
+) -> tf.Tensor:
+    """Augment one uint8 RGB patch; return a uint8 ``(size, size, 3)`` tensor.
+
+    Parameters
+    ----------
+    image : array or tf.Tensor, uint8, shape (H, W, 3)
+        The patch (H, W >= ``size``).
+    seed : array or tf.Tensor, int, shape (2,)
+        Stateless seed: the same seed gives the same transformation.
+    size : int or None
+        Side of the output crop; ``None`` keeps the full patch.
+    augmentation : Augmentation
+        Which transformations to draw.
+
+    Returns
+    -------
+    tf.Tensor
+        uint8 patch of shape ``(size, size, 3)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.models import Augmentation, augment_patch
+    >>> patch = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    >>> out = augment_patch(patch, [1, 2], size=24, augmentation=Augmentation())
+    >>> out.shape, out.dtype.name
+    (TensorShape([24, 24, 3]), 'uint8')
+    """
+    import tensorflow as tf
+
+    aug = augmentation
+    image = tf.convert_to_tensor(image, tf.uint8)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
+    if aug.rotation_degrees > 0.0:
+        limit = aug.rotation_degrees * math.pi / 180.0
+        angle = tf.random.stateless_uniform([], seeds[0], -limit, limit)
+        rotated = _rotate(tf.cast(image, tf.float32), angle)
+        image = tf.cast(tf.clip_by_value(tf.round(rotated), 0.0, 255.0), tf.uint8)
+    if size is not None:
+        if aug.random_crop:
+            image = tf.image.stateless_random_crop(image, [size, size, 3], seed=seeds[1])
+        else:
+            top = (tf.shape(image)[0] - size) // 2
+            left = (tf.shape(image)[1] - size) // 2
+            image = image[top : top + size, left : left + size]
+    if aug.flip_lr:
+        image = tf.image.stateless_random_flip_left_right(image, seed=seeds[2])
+    if aug.rotate90:
+        k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
+        image = tf.image.rot90(image, k)
+    if aug.hed_jitter > 0.0 or aug.brightness > 0.0 or aug.contrast > 0.0:
+        rgb = tf.cast(image, tf.float32) / 255.0
+        if aug.hed_jitter > 0.0:
+            s = aug.hed_jitter
+            alpha = tf.random.stateless_uniform([3], seeds[4], 1.0 - s, 1.0 + s)
+            beta = tf.random.stateless_uniform([3], seeds[5], -s, s)
+            rgb = _from_stains(_stains(rgb) * alpha + beta)
+        if aug.brightness > 0.0:
+            rgb = tf.image.stateless_random_brightness(rgb, aug.brightness, seed=seeds[6])
+        if aug.contrast > 0.0:
+            rgb = tf.image.stateless_random_contrast(
+                rgb, 1.0 - aug.contrast, 1.0 + aug.contrast, seed=seeds[6][::-1]
+            )
+        image = tf.cast(tf.clip_by_value(tf.round(rgb * 255.0), 0.0, 255.0), tf.uint8)
+    if size is not None:
+        image = tf.ensure_shape(image, [size, size, 3])
+    return image

@@ -1,0 +1,254 @@
+"""Input pipelines: patch stores, arrays and tf.data datasets to training batches.
+
+A *patch source* is anything with the read side of
+:class:`cervixwsi.tiling.PatchStore`: ``len(source)``, ``source.labels``
+(``(N,)`` int) and ``source.read(indices) -> (k, H, W, 3) uint8``. The
+pipeline reads one batch of (shuffled) indices per call, in parallel
+threads, so the patches never need to fit in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from cervixwsi.errors import ModelError
+from cervixwsi.models._augment import Augmentation, augment_patch
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["ArrayPatchSource", "PatchSource", "as_patch_source", "source_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class PatchSource(Protocol):
+    """The part of a patch store that training reads (duck-typed PatchStore)."""
+
+    @property
+    def labels(self) -> npt.NDArray[np.integer[Any]]:
+        """Label of every patch, shape ``(N,)``."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of patches."""
+        ...
+
+    def read(self, indices: Sequence[int] | npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
+        """The patches at ``indices`` as ``(k, H, W, 3)`` uint8."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayPatchSource:
+    """In-memory patches and labels with the patch-source interface.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.models import ArrayPatchSource
+    >>> src = ArrayPatchSource(np.zeros((3, 8, 8, 3), np.uint8), np.array([0, 1, 1]))
+    >>> len(src), src.read([2, 0]).shape
+    (3, (2, 8, 8, 3))
+    """
+
+    patches: npt.NDArray[np.uint8]
+    labels: npt.NDArray[np.integer[Any]]
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    def read(self, indices: Sequence[int] | npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
+        """Return the patches at ``indices`` (in that order)."""
+        return self.patches[np.asarray(indices, dtype=np.intp)]
+
+
+def check_patch_array(patches: Any, what: str, min_size: int) -> npt.NDArray[np.uint8]:
+    """Validate a uint8 ``(N, H, W, 3)`` batch with N >= 1 and H, W >= ``min_size``."""
+    arr = np.asarray(patches)
+    if arr.dtype != np.uint8:
+        raise ModelError(
+            f"{what} must be uint8 RGB patches (0-255), got dtype {arr.dtype}; "
+            "convert with np.clip(x, 0, 255).astype(np.uint8) if the values are 0-255"
+        )
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ModelError(f"{what} must have shape (N, H, W, 3), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ModelError(f"{what} is an empty batch (N = 0); give at least one patch")
+    if arr.shape[1] < min_size or arr.shape[2] < min_size:
+        raise ModelError(
+            f"{what} patches are {arr.shape[1]}x{arr.shape[2]} pixels; the model needs at "
+            f"least {min_size}x{min_size} (larger patches are centre-cropped)"
+        )
+    return arr
+
+
+def _check_labels(labels: Any, n: int, n_classes: int, what: str) -> npt.NDArray[np.int32]:
+    lab = np.asarray(labels)
+    if lab.shape != (n,):
+        raise ModelError(f"{what} labels must have shape ({n},), got {lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ModelError(f"{what} labels must be integers, got dtype {lab.dtype}")
+    if n and (lab.min() < 0 or lab.max() >= n_classes):
+        raise ModelError(
+            f"{what} labels must lie in 0..{n_classes - 1}, got {lab.min()}..{lab.max()}"
+        )
+    return lab.astype(np.int32)
+
+
+def as_patch_source(data: Any, what: str, min_size: int, n_classes: int) -> PatchSource | None:
+    """Wrap ``(patches, labels)`` arrays; pass stores through; ``None`` for datasets."""
+    if isinstance(data, tuple) and len(data) == 2:
+        patches = check_patch_array(data[0], f"{what} patches", min_size)
+        labels = _check_labels(data[1], patches.shape[0], n_classes, what)
+        return ArrayPatchSource(patches, labels)
+    if isinstance(data, PatchSource):
+        n = len(data)
+        if n == 0:
+            raise ModelError(f"{what} patch store is empty")
+        _check_labels(data.labels, n, n_classes, what)
+        return data
+    if type(data).__module__.startswith("tensorflow"):
+        return None
+    raise ModelError(
+        f"{what} must be a PatchStore (len, labels, read), a tf.data.Dataset of "
+        f"(patches, labels) or a (patches, labels) tuple of arrays; got {type(data).__name__}"
+    )
+
+
+def class_counts(labels: npt.NDArray[np.integer[Any]], n_classes: int) -> npt.NDArray[np.int64]:
+    """Number of patches of each class."""
+    return np.bincount(np.asarray(labels, dtype=np.intp), minlength=n_classes).astype(np.int64)
+
+
+def source_dataset(
+    source: PatchSource,
+    *,
+    batch_size: int,
+    size: int,
+    augmentation: Augmentation | None,
+    seed: int,
+    first_epoch: int = 0,
+    epochs: int = 1,
+) -> tuple[tf.data.Dataset, int]:
+    """Batches of ``epochs`` passes over a patch source, starting at ``first_epoch``.
+
+    Each epoch visits every patch once, in an order drawn from ``(seed,
+    epoch)`` (when ``augmentation`` is given; in index order otherwise).
+    Batches of indices are read in parallel threads and each patch is
+    augmented with a stateless seed made of ``(seed, epoch, index)``; batches
+    are prefetched. ``augmentation=None`` gives the centre crop (validation).
+
+    Returns
+    -------
+    (tf.data.Dataset, int)
+        The dataset of ``(uint8 (B, size, size, 3), int32 (B,))`` and the
+        number of batches per epoch.
+    """
+    import tensorflow as tf
+
+    n = len(source)
+    labels = np.asarray(source.labels, dtype=np.int32)
+    steps = -(-n // batch_size)
+    training = augmentation is not None
+
+    def order(epoch: int) -> npt.NDArray[np.int64]:
+        if not training:
+            return np.arange(n, dtype=np.int64)
+        return np.random.default_rng([seed, epoch]).permutation(n)
+
+    cache: dict[int, npt.NDArray[np.int64]] = {}
+    lock = threading.Lock()
+
+    def read_batch(k: np.int64) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32], Any]:
+        epoch, step = divmod(int(k), steps)
+        with lock:
+            if epoch not in cache:
+                if len(cache) > 2:
+                    cache.clear()
+                cache[epoch] = order(epoch)
+            epoch_order = cache[epoch]
+        idx = epoch_order[step * batch_size : (step + 1) * batch_size]
+        # Stores read faster in index order; patches go back to the shuffled order after.
+        sort = np.argsort(idx, kind="stable")
+        got = np.asarray(source.read(idx[sort]))
+        if got.dtype != np.uint8 or got.ndim != 4 or got.shape[0] != len(idx):
+            raise ModelError(
+                f"the patch store returned {got.shape} {got.dtype} for {len(idx)} indices; "
+                "expected (k, H, W, 3) uint8"
+            )
+        patches = np.empty_like(got)
+        patches[sort] = got
+        seeds = np.stack([np.full(len(idx), epoch, np.int64), idx], axis=1)
+        return patches, labels[idx], seeds
+
+    def read_tf(k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        patches, labs, seeds = tf.numpy_function(
+            read_batch, [k], [tf.uint8, tf.int32, tf.int64], stateful=False
+        )
+        patches = tf.ensure_shape(patches, [None, None, None, 3])
+        return patches, tf.ensure_shape(labs, [None]), tf.ensure_shape(seeds, [None, 2])
+
+    aug = augmentation if augmentation is not None else Augmentation.none()
+    out_spec = tf.TensorSpec([size, size, 3], tf.uint8)
+
+    def augment_batch(patches: tf.Tensor, labs: tf.Tensor, seeds: tf.Tensor) -> Any:
+        # Batches stay as read (never merged across epochs); patches are augmented one by one.
+        seeds = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + seeds[:, 0], seeds[:, 1]], axis=1)
+        out = tf.map_fn(
+            lambda args: augment_patch(args[0], args[1], size=size, augmentation=aug),
+            (patches, seeds),
+            fn_output_signature=out_spec,
+        )
+        return out, labs
+
+    autotune = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.range(first_epoch * steps, (first_epoch + epochs) * steps)
+    ds = ds.map(read_tf, num_parallel_calls=autotune, deterministic=True)
+    ds = ds.map(augment_batch, num_parallel_calls=autotune, deterministic=True)
+    ds = ds.prefetch(autotune)
+    return ds, steps
+
+
+def dataset_pipeline(
+    dataset: tf.data.Dataset,
+    *,
+    batch_size: int,
+    size: int,
+    augmentation: Augmentation | None,
+    seed: int,
+) -> tf.data.Dataset:
+    """Augment (or centre-crop) and batch a user's dataset of (patch(es), label(s))."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ModelError(
+            f"a training dataset must yield (patches, labels) pairs; its elements are {spec}"
+        )
+    rank = spec[0].shape.rank
+    if rank == 4:
+        dataset = dataset.unbatch()
+    elif rank != 3:
+        raise ModelError(
+            f"dataset patches must be (H, W, 3) or batched (B, H, W, 3); got shape {spec[0].shape}"
+        )
+    aug = augmentation if augmentation is not None else Augmentation.none()
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
+
+    def augment_one(pair: Any, s: tf.Tensor) -> Any:
+        patch, label = pair
+        patch = tf.cast(patch, tf.uint8)
+        return augment_patch(patch, s, size=size, augmentation=aug), tf.cast(label, tf.int32)
+
+    dataset = dataset.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,613 @@
+"""The slide classifier: a random forest on the top-k heatmap features.
+
+The study ranks the 28 heatmap features (:mod:`cervixwsi.features`) by the
+importance a random forest gives them on the training slides, keeps the top
+five, and fits the final forest on those.  :class:`SlideClassifier` does
+exactly that in the scikit-learn estimator style; :func:`cross_validate`
+repeats it inside every fold, so the selection never sees the validation
+slides.
+
+A fitted classifier is saved with :meth:`SlideClassifier.save` to one file:
+a zip archive holding the forest in the skops format (loaded with an explicit
+list of trusted types, never by unpickling) and a JSON record of the feature
+names, preset, thresholds and versions, which are checked at predict time.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cervixwsi.features import FeatureTable
+>>> rng = np.random.default_rng(0)
+>>> y = np.repeat([0, 1], 20)
+>>> X = rng.normal(size=(40, 6)); X[:, 2] += 3 * y          # column 2 carries the signal
+>>> table = FeatureTable(X, tuple(f"f{i}" for i in range(6)), tuple(map(str, range(40))))
+>>> clf = SlideClassifier(n_estimators=50, top_k=2, random_state=0).fit(table, y)
+>>> clf.selected_features_[0], clf.ranking_.names[0]
+('f2', 'f2')
+>>> clf.predict_proba(table).shape
+(40, 2)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from cervixwsi._version import __version__
+from cervixwsi.errors import ClassifierError, NotFittedError, ParameterError, ResultFileError
+from cervixwsi.features import FeatureTable
+
+__all__ = ["CrossValidationResult", "FeatureRanking", "SlideClassifier", "cross_validate"]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+_FORMAT = "cervixwsi.SlideClassifier"
+_FORMAT_VERSION = 1
+_MODEL_MEMBER = "forest.skops"
+_META_MEMBER = "metadata.json"
+# The exact types a saved forest may contain; skops refuses anything else.
+_TRUSTED_TYPES = [
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._tree.Tree",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRanking:
+    """Features ordered by random-forest importance, most important first (the study's Table 2).
+
+    Attributes
+    ----------
+    names : tuple of str
+        Feature names, most important first.
+    importances : numpy.ndarray
+        Mean decrease in impurity of each, summing to 1.
+    """
+
+    names: tuple[str, ...]
+    importances: FloatArray
+
+    def top(self, k: int) -> tuple[str, ...]:
+        """The names of the ``k`` most important features."""
+        return self.names[:k]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Any:
+        return iter(zip(self.names, (float(v) for v in self.importances), strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class CrossValidationResult:
+    """Per-fold results of :func:`cross_validate`.
+
+    Attributes
+    ----------
+    fold_auc : numpy.ndarray
+        ROC AUC of each validation fold.
+    selected_features : tuple of tuple of str
+        The features each fold's classifier selected on its training slides.
+    probabilities : numpy.ndarray
+        Out-of-fold tumor probability of every slide (from the fold where it
+        was a validation slide).
+    folds : numpy.ndarray
+        The fold (0-based) in which each slide was a validation slide.
+    """
+
+    fold_auc: FloatArray
+    selected_features: tuple[tuple[str, ...], ...]
+    probabilities: FloatArray
+    folds: npt.NDArray[np.intp]
+
+    @property
+    def mean_auc(self) -> float:
+        """Mean of the per-fold AUCs."""
+        return float(np.mean(self.fold_auc))
+
+    @property
+    def std_auc(self) -> float:
+        """Standard deviation (population) of the per-fold AUCs."""
+        return float(np.std(self.fold_auc))
+
+
+def _as_labels(labels: npt.ArrayLike, n: int) -> npt.NDArray[np.int64]:
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n:
+        raise ClassifierError(f"labels must be 1-D with one label per slide ({n}), got {y.shape}")
+    if y.dtype == bool:
+        return y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.number) or not np.isin(y, (0, 1)).all():
+        raise ClassifierError(
+            "labels must be 0 (normal) and 1 (tumor) or booleans, got values "
+            f"{np.unique(y)[:5].tolist()}"
+        )
+    return y.astype(np.int64)
+
+
+def _as_matrix(
+    X: FeatureTable | npt.ArrayLike, feature_names: Sequence[str] | None
+) -> tuple[FloatArray, tuple[str, ...] | None, str | None]:
+    if isinstance(X, FeatureTable):
+        if feature_names is not None:
+            raise ParameterError("give feature_names only with an array, a FeatureTable has them")
+        return X.values, X.names, X.preset
+    values = np.asarray(X, dtype=np.float64)
+    if values.ndim != 2:
+        raise ClassifierError(
+            f"features must be a 2-D (slides, features) array, got {values.shape}"
+        )
+    names = None if feature_names is None else tuple(str(n) for n in feature_names)
+    if names is not None and len(names) != values.shape[1]:
+        raise ClassifierError(
+            f"{len(names)} feature_names for an array of {values.shape[1]} columns"
+        )
+    return values, names, None
+
+
+def _check_finite(values: FloatArray, what: str) -> None:
+    if not np.isfinite(values).all():
+        r, c = np.argwhere(~np.isfinite(values))[0]
+        raise ClassifierError(f"{what} has non-finite values, first at [row, col] = [{r}, {c}]")
+
+
+class SlideClassifier:
+    """Random forest on the ``top_k`` most important heatmap features.
+
+    Parameters
+    ----------
+    n_estimators : int
+        Trees in each forest, 500.
+    top_k : int
+        Number of features kept, 5 (the study's value).  ``None`` keeps all.
+    random_state : int or None
+        Seed of both forests.
+    max_features : {"sqrt", "log2"}, int, float or None
+        Features tried per split (scikit-learn's), ``"sqrt"``.
+    min_samples_leaf : int
+        Minimum slides per leaf (scikit-learn's), 1.
+    class_weight : {"balanced"} or None
+        Class weights of the forests, ``None``.
+    n_jobs : int or None
+        Parallel jobs of scikit-learn, ``None`` (one).
+
+    Attributes
+    ----------
+    feature_names_in_ : tuple of str
+        The features seen in ``fit``.
+    feature_importances_ : numpy.ndarray
+        Importance of every feature in ``feature_names_in_`` order, from the
+        ranking forest fit on all of them.
+    ranking_ : FeatureRanking
+        The same importances, sorted (the study's Table 2).
+    selected_features_ : tuple of str
+        The ``top_k`` features the final forest uses, most important first.
+    preset_ : str or None
+        The feature preset of the training table, checked at predict time.
+    forest_ : sklearn.ensemble.RandomForestClassifier
+        The final forest.
+    classes_ : numpy.ndarray
+        ``[0, 1]``: column 1 of :meth:`predict_proba` is tumor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> y = np.repeat([0, 1], 15)
+    >>> X = np.column_stack([rng.normal(size=30), y + rng.normal(0, 0.3, 30)])
+    >>> clf = SlideClassifier(n_estimators=30, top_k=1, random_state=0)
+    >>> clf.fit(X, y, feature_names=["noise", "signal"]).selected_features_
+    ('signal',)
+    >>> clf.predict(np.array([[0.0, 1.2], [0.0, -0.3]]), feature_names=["noise", "signal"])
+    array([1, 0])
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 500,
+        top_k: int | None = 5,
+        random_state: int | None = None,
+        *,
+        max_features: Literal["sqrt", "log2"] | int | float | None = "sqrt",
+        min_samples_leaf: int = 1,
+        class_weight: Literal["balanced"] | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.top_k = top_k
+        self.random_state = random_state
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters (scikit-learn's ``get_params``)."""
+        return {
+            "n_estimators": self.n_estimators,
+            "top_k": self.top_k,
+            "random_state": self.random_state,
+            "max_features": self.max_features,
+            "min_samples_leaf": self.min_samples_leaf,
+            "class_weight": self.class_weight,
+            "n_jobs": self.n_jobs,
+        }
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"SlideClassifier({params})"
+
+    def _forest(self) -> Any:
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf,
+            class_weight=self.class_weight,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+
+    def fit(
+        self,
+        X: FeatureTable | npt.ArrayLike,
+        y: npt.ArrayLike,
+        *,
+        feature_names: Sequence[str] | None = None,
+    ) -> SlideClassifier:
+        """Rank the features, keep the top ``top_k``, fit the final forest on them.
+
+        Parameters
+        ----------
+        X : FeatureTable or array of shape (n_slides, n_features)
+            Training features.
+        y : array of shape (n_slides,)
+            0 (normal) or 1 (tumor).
+        feature_names : sequence of str, optional
+            Names of the columns of an array ``X`` (default ``x0, x1, ...``).
+
+        Returns
+        -------
+        SlideClassifier
+            ``self``.
+
+        Raises
+        ------
+        ClassifierError
+            On one class only, non-finite features, or labels other than 0/1.
+        """
+        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
+            raise ParameterError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
+        values, names, preset = _as_matrix(X, feature_names)
+        n_slides, n_features = values.shape
+        if names is None:
+            names = tuple(f"x{i}" for i in range(n_features))
+        labels = _as_labels(y, n_slides)
+        _check_finite(values, "the training features")
+        counts = np.bincount(labels, minlength=2)
+        if (counts == 0).any():
+            raise ClassifierError(
+                f"training needs slides of both classes, got {counts[0]} normal and "
+                f"{counts[1]} tumor"
+            )
+        k = n_features if self.top_k is None else self.top_k
+        if not isinstance(k, int) or not 1 <= k <= n_features:
+            raise ParameterError(f"top_k must be an int in [1, {n_features}], got {self.top_k!r}")
+
+        ranking_forest = self._forest().fit(values, labels)
+        importances = np.asarray(ranking_forest.feature_importances_, dtype=np.float64)
+        order = np.argsort(-importances, kind="stable")
+        selected = [int(i) for i in order[:k]]
+        self.forest_ = self._forest().fit(values[:, selected], labels)
+        self.feature_names_in_ = names
+        self.n_features_in_ = n_features
+        self.feature_importances_ = importances
+        self.ranking_ = FeatureRanking(tuple(names[i] for i in order), importances[order])
+        self.selected_features_ = tuple(names[i] for i in selected)
+        self.preset_ = preset
+        self.classes_ = np.array([0, 1])
+        logger.info("selected features %s", self.selected_features_)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "forest_"):
+            raise NotFittedError("this SlideClassifier is not fitted: call fit() or load()")
+
+    def _selected_matrix(
+        self, X: FeatureTable | npt.ArrayLike, feature_names: Sequence[str] | None
+    ) -> FloatArray:
+        self._check_fitted()
+        values, names, preset = _as_matrix(X, feature_names)
+        if preset is not None and self.preset_ is not None and preset != self.preset_:
+            raise ClassifierError(
+                f"the classifier was fit on features of preset {self.preset_!r}, "
+                f"got a table of preset {preset!r}"
+            )
+        if names is None:
+            if values.shape[1] != self.n_features_in_:
+                raise ClassifierError(
+                    f"the classifier was fit on {self.n_features_in_} features "
+                    f"{self.feature_names_in_}, got an array of {values.shape[1]} columns"
+                )
+            names = self.feature_names_in_
+        index = {n: i for i, n in enumerate(names)}
+        missing = [n for n in self.feature_names_in_ if n not in index]
+        if missing:
+            raise ClassifierError(
+                f"the features differ from the fitted ones: missing {missing} "
+                f"(fitted on {self.feature_names_in_}, got {names}); were they extracted "
+                "with another preset, thresholds or unit (mpp known vs unknown)?"
+            )
+        selected = values[:, [index[n] for n in self.selected_features_]]
+        _check_finite(selected, "the features")
+        return selected
+
+    def predict_proba(
+        self, X: FeatureTable | npt.ArrayLike, *, feature_names: Sequence[str] | None = None
+    ) -> FloatArray:
+        """Class probabilities, shape ``(n_slides, 2)``; column 1 is tumor.
+
+        ``X`` needs every feature seen in ``fit`` (columns are matched by
+        name, extra columns are ignored); an array without ``feature_names``
+        must have the fitted columns in the fitted order.
+
+        Raises
+        ------
+        ClassifierError
+            If the features differ from the fitted ones.
+        NotFittedError
+            Before ``fit``.
+        """
+        selected = self._selected_matrix(X, feature_names)
+        proba = np.asarray(self.forest_.predict_proba(selected), dtype=np.float64)
+        return proba
+
+    def predict(
+        self, X: FeatureTable | npt.ArrayLike, *, feature_names: Sequence[str] | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Labels: 1 (tumor) where the tumor probability is at least 0.5, else 0."""
+        return (self.predict_proba(X, feature_names=feature_names)[:, 1] >= 0.5).astype(np.int64)
+
+    # --- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, thresholds: Sequence[float] | None = None) -> Path:
+        """Save to one file: the forest (skops) and its metadata (JSON) in a zip archive.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (conventionally ``*.cwsi.zip``).
+        thresholds : sequence of float, optional
+            The feature thresholds, recorded in the metadata.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, pathlib
+        >>> y = np.repeat([0, 1], 5)
+        >>> clf = SlideClassifier(5, top_k=1, random_state=0).fit(np.c_[y, y], y)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     f = clf.save(pathlib.Path(d) / "clf.cwsi.zip")
+        ...     SlideClassifier.load(f).selected_features_ == clf.selected_features_
+        True
+        """
+        self._check_fitted()
+        import sklearn
+        import skops
+        import skops.io
+
+        meta = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "cervixwsi_version": __version__,
+            "sklearn_version": sklearn.__version__,
+            "skops_version": skops.__version__,
+            "params": self.get_params(),
+            "feature_names_in": list(self.feature_names_in_),
+            "feature_importances": [float(v) for v in self.feature_importances_],
+            "selected_features": list(self.selected_features_),
+            "preset": self.preset_,
+            "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(_META_MEMBER, json.dumps(meta, indent=2))
+            zf.writestr(_MODEL_MEMBER, skops.io.dumps(self.forest_))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SlideClassifier:
+        """Load a classifier written by :meth:`save`, without executing code from the file.
+
+        Raises
+        ------
+        ResultFileError
+            If the file is missing, truncated, not a classifier file, of a
+            newer format, or holds types other than a scikit-learn random forest.
+        """
+        import skops.io
+        from sklearn.ensemble import RandomForestClassifier
+
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read(_META_MEMBER).decode("utf-8"))
+                model_bytes = zf.read(_MODEL_MEMBER)
+        except FileNotFoundError as exc:
+            raise ResultFileError(f"no slide classifier file at {path}") from exc
+        except (OSError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, ValueError) as exc:
+            raise ResultFileError(
+                f"{path} is not a readable slide classifier file (a zip archive with "
+                f"{_META_MEMBER} and {_MODEL_MEMBER}): {exc}"
+            ) from exc
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise ResultFileError(f"{path} is not a cervixwsi slide classifier file")
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ResultFileError(
+                f"{path} has format version {meta.get('format_version')!r}; this cervixwsi "
+                f"({__version__}) reads version {_FORMAT_VERSION}"
+            )
+        untrusted = set(skops.io.get_untrusted_types(data=model_bytes)) - set(_TRUSTED_TYPES)
+        if untrusted:
+            raise ResultFileError(
+                f"{path} holds types other than a scikit-learn random forest: "
+                f"{sorted(untrusted)}; refusing to load them"
+            )
+        try:
+            forest = skops.io.loads(model_bytes, trusted=_TRUSTED_TYPES)
+            names = tuple(str(n) for n in meta["feature_names_in"])
+            selected = tuple(str(n) for n in meta["selected_features"])
+            importances = np.asarray(meta["feature_importances"], dtype=np.float64)
+            params = dict(meta["params"])
+            preset = meta["preset"]
+        except Exception as exc:  # skops raises many kinds on corrupt content
+            raise ResultFileError(f"{path}: the saved forest cannot be read: {exc}") from exc
+        if (
+            not isinstance(forest, RandomForestClassifier)
+            or forest.n_features_in_ != len(selected)
+            or len(importances) != len(names)
+            or not set(selected) <= set(names)
+        ):
+            raise ResultFileError(f"{path}: the forest does not match its metadata")
+        import sklearn
+
+        if meta.get("sklearn_version") != sklearn.__version__:
+            logger.warning(
+                "%s was saved with scikit-learn %s, this is %s",
+                path,
+                meta.get("sklearn_version"),
+                sklearn.__version__,
+            )
+        clf = cls(**params)
+        order = np.argsort(-importances, kind="stable")
+        clf.forest_ = forest
+        clf.feature_names_in_ = names
+        clf.n_features_in_ = len(names)
+        clf.feature_importances_ = importances
+        clf.ranking_ = FeatureRanking(tuple(names[i] for i in order), importances[order])
+        clf.selected_features_ = selected
+        clf.preset_ = None if preset is None else str(preset)
+        clf.classes_ = np.array([0, 1])
+        return clf
+
+
+def _roc_auc(labels: npt.NDArray[np.int64], scores: FloatArray) -> float:
+    """ROC AUC through :func:`cervixwsi.metrics.roc_auc`.
+
+    Falls back to scikit-learn's (the same definition) while the metrics module
+    of this source tree does not export ``roc_auc`` yet.
+    """
+    try:
+        from cervixwsi.metrics import roc_auc  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        from sklearn.metrics import roc_auc_score as roc_auc
+    return float(roc_auc(labels, scores))
+
+
+def cross_validate(
+    X: FeatureTable | npt.ArrayLike,
+    y: npt.ArrayLike,
+    cv: int | Iterable[tuple[npt.ArrayLike, npt.ArrayLike]] = 5,
+    *,
+    classifier: SlideClassifier | None = None,
+    feature_names: Sequence[str] | None = None,
+    seed: int | None = None,
+) -> CrossValidationResult:
+    """Stratified k-fold cross-validation with feature selection inside each fold.
+
+    In every fold a fresh classifier (ranking forest, top-k selection, final
+    forest) is fit on the training slides only, and the validation slides
+    are scored with :func:`cervixwsi.metrics.roc_auc`.
+
+    Parameters
+    ----------
+    X : FeatureTable or 2-D array
+        Features of all slides.
+    y : array
+        0 (normal) or 1 (tumor) per slide.
+    cv : int or iterable of (train, test) index arrays
+        Number of stratified folds, 5; or explicit folds.
+    classifier : SlideClassifier, optional
+        Its parameters are used for every fold (default ``SlideClassifier()``);
+        it is not fitted itself.
+    feature_names : sequence of str, optional
+        Column names of an array ``X``.
+    seed : int, optional
+        Shuffles the stratified folds.
+
+    Raises
+    ------
+    ClassifierError
+        If a class has fewer slides than folds, or a fold's training or
+        validation slides are of one class only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 20)
+    >>> X = rng.normal(size=(40, 4)); X[:, 0] += 4 * y
+    >>> res = cross_validate(X, y, cv=4, seed=0,
+    ...                      classifier=SlideClassifier(20, top_k=2, random_state=0))
+    >>> res.fold_auc.shape, res.mean_auc > 0.9
+    ((4,), True)
+    """
+    values, names, preset = _as_matrix(X, feature_names)
+    labels = _as_labels(y, values.shape[0])
+    template = classifier if classifier is not None else SlideClassifier()
+    if isinstance(cv, int):
+        from sklearn.model_selection import StratifiedKFold
+
+        counts = np.bincount(labels, minlength=2)
+        if cv < 2 or counts.min() < cv:
+            raise ClassifierError(
+                f"{cv}-fold stratified cross-validation needs cv >= 2 and at least {cv} slides "
+                f"of each class, got {counts[0]} normal and {counts[1]} tumor"
+            )
+        splitter = StratifiedKFold(n_splits=cv, shuffle=seed is not None, random_state=seed)
+        splits = [(tr, te) for tr, te in splitter.split(values, labels)]
+    else:
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv]
+    table = FeatureTable(
+        values,
+        names if names is not None else tuple(f"x{i}" for i in range(values.shape[1])),
+        tuple(str(i) for i in range(values.shape[0])),
+        preset,
+    )
+    aucs: list[float] = []
+    selected: list[tuple[str, ...]] = []
+    oof = np.full(len(labels), np.nan)
+    folds = np.full(len(labels), -1, dtype=np.intp)
+    for k, (train, test) in enumerate(splits):
+        if len(np.unique(labels[test])) < 2:
+            raise ClassifierError(f"validation fold {k} has slides of one class only")
+        clf = SlideClassifier(**template.get_params())
+        try:
+            clf.fit(table.rows(train), labels[train])
+        except ClassifierError as exc:
+            raise ClassifierError(f"fold {k}: {exc}") from exc
+        scores = clf.predict_proba(table.rows(test))[:, 1]
+        oof[test] = scores
+        folds[test] = k
+        aucs.append(_roc_auc(labels[test], scores))
+        selected.append(clf.selected_features_)
+        logger.info("fold %d: AUC %.3f, features %s", k, aucs[-1], clf.selected_features_)
+    if not aucs:
+        raise ClassifierError("cross-validation got no folds")
+    result = CrossValidationResult(np.array(aucs), tuple(selected), oof, folds)
+    if not math.isfinite(result.mean_auc):
+        raise ClassifierError(f"cross-validation gave a non-finite AUC: {aucs}")
+    return result

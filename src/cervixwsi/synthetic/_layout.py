@@ -1,0 +1,325 @@
+"""The coarse scale of a synthetic slide: where tissue, epithelium and tumor are.
+
+A :class:`SlideLayout` holds smooth fields at the mask resolution
+(``spec.mask_downsample`` level-0 pixels per pixel).  The ground-truth masks are
+these fields thresholded at mask-pixel centres, and the renderer draws pixels
+from the same fields interpolated bilinearly, so masks and pixels agree by
+construction (up to the few pixels of a ragged border).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from cervixwsi.geometry import Raster
+from cervixwsi.synthetic._noise import FloatArray, TextureBank, stream_key
+from cervixwsi.synthetic._spec import SyntheticSlideSpec
+
+__all__ = ["F", "SlideLayout", "Stain", "make_layout"]
+
+
+class F:
+    """Channel indices of :attr:`SlideLayout.fields`."""
+
+    SDF = 0  # signed distance to the tissue border, level-0 px (> 0 inside)
+    DEPTH = 1  # epithelium depth: 0 at the surface, 1 at the basal layer, > 1 stroma
+    TUMOR = 2  # tumor indicator, smoothed; tumor where > 0.5 (and inside tissue)
+    PSI = 3  # stream function of collagen fibres, level-0 px
+    DENSITY = 4  # stroma density, about 0.5-1.1
+    FOLD = 5  # fold indicator, fold where > 0.5
+    BLUR = 6  # out-of-focus weight in [0, 1]
+    PEN = 7  # pen-ink indicator, ink where > 0.5
+    N = 8
+
+
+# Stain optical-density vectors as measured on scanned H&E slides (the reference of
+# Macenko et al. 2009).  Ruifrok & Johnston's ([0.65, 0.70, 0.29], [0.07, 0.99, 0.11])
+# make nuclei too blue and eosin magenta next to real scans (compare ../shared tiles).
+HEMATOXYLIN = np.array([0.5626, 0.7201, 0.4062])
+EOSIN = np.array([0.2159, 0.8012, 0.5581])
+_INKS = {
+    "green": (40.0, 130.0, 95.0),
+    "blue": (40.0, 60.0, 160.0),
+    "red": (185.0, 40.0, 70.0),
+    "black": (45.0, 45.0, 50.0),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Stain:
+    """Per-slide staining: OD vectors, stain amounts, glass brightness, pen ink."""
+
+    hematoxylin: FloatArray  # (3,) unit optical-density vector
+    eosin: FloatArray  # (3,)
+    h_scale: float
+    e_scale: float
+    glass: FloatArray  # (3,) RGB of empty glass
+    ink: FloatArray  # (3,) optical density of the pen ink
+    ink_name: str
+
+
+@dataclass(frozen=True, eq=False)
+class SlideLayout:
+    """Everything drawn at the coarse scale, made once per slide by :func:`make_layout`.
+
+    Attributes
+    ----------
+    spec : SyntheticSlideSpec
+    fields : numpy.ndarray
+        ``(rows, cols, F.N)`` float32 fields at ``spec.mask_downsample``.
+    grads : numpy.ndarray
+        ``(rows, cols, 4)`` float32: gradients (per level-0 pixel) of the fibre
+        stream function and of the tissue distance, ``(dpsi/dx, dpsi/dy, dsdf/dx, dsdf/dy)``.
+    pearls : numpy.ndarray
+        ``(n, 3)`` keratin pearls ``(x, y, radius)`` in level-0 pixels.
+    stain : Stain
+    textures : TextureBank
+    tissue_mask, tumor_mask : Raster
+        The ground truth (bool, at ``spec.mask_downsample``).
+    n_lesions : int
+        Connected components (8-connected) of the tumor mask.
+    """
+
+    spec: SyntheticSlideSpec
+    fields: FloatArray
+    grads: FloatArray
+    pearls: npt.NDArray[np.float64]
+    stain: Stain
+    textures: TextureBank
+    tissue_mask: Raster
+    tumor_mask: Raster
+    n_lesions: int
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> FloatArray:
+    """Gaussian-smoothed white noise (z-scored) with correlation length ``sigma`` pixels.
+
+    Large ``sigma`` is made on a coarser grid and upsampled, so the cost does not
+    grow with the blur.
+    """
+    rows, cols = shape
+    factor = max(1.0, sigma / 4.0)
+    small = (math.ceil(rows / factor) + 3, math.ceil(cols / factor) + 3)
+    noise = rng.standard_normal(small).astype(np.float32)
+    s = sigma / factor
+    if s >= 0.3:
+        noise = cv2.GaussianBlur(noise, (0, 0), s, borderType=cv2.BORDER_REFLECT)
+    if factor > 1.0:
+        big = (round(small[1] * factor), round(small[0] * factor))
+        noise = cv2.resize(noise, big, interpolation=cv2.INTER_CUBIC)
+    out = noise[:rows, :cols]
+    return ((out - out.mean()) / (out.std() + 1e-6)).astype(np.float32)
+
+
+def _signed_distance(inside: npt.NDArray[np.bool_]) -> FloatArray:
+    """Signed distance (pixels) to the border of ``inside``, positive inside, smoothed."""
+    u8 = inside.astype(np.uint8)
+    d_in = cv2.distanceTransform(u8, cv2.DIST_L2, 5)
+    d_out = cv2.distanceTransform(1 - u8, cv2.DIST_L2, 5)
+    sdf = np.where(inside, d_in - 0.5, 0.5 - d_out).astype(np.float32)
+    return np.asarray(cv2.GaussianBlur(sdf, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT))
+
+
+def _blob_polygon(
+    rng: np.random.Generator, cx: float, cy: float, radius: float, harmonics: int, amp: float
+) -> npt.NDArray[np.int32]:
+    """An irregular closed polygon around ``(cx, cy)`` in cv2 fixed point (shift 4)."""
+    phi = np.linspace(0.0, 2.0 * np.pi, 128, endpoint=False)
+    r = np.ones_like(phi)
+    for k in range(2, harmonics + 1):
+        r += rng.uniform(0.0, amp) / k**1.5 * np.cos(k * phi + rng.uniform(0.0, 2.0 * np.pi))
+    r = radius * np.clip(r, 0.35, None)
+    pts = np.stack([cx + r * np.cos(phi) - 0.5, cy + r * np.sin(phi) - 0.5], axis=1)
+    return np.round(pts * 16.0).astype(np.int32)
+
+
+def _stroke(
+    rng: np.random.Generator, start: npt.NDArray[np.float64], length: float, steps: int = 40
+) -> npt.NDArray[np.int32]:
+    """A smooth random curve (cv2 fixed point, shift 4) from ``start``."""
+    heading = rng.uniform(0.0, 2.0 * np.pi)
+    turns = np.cumsum(rng.normal(0.0, 0.12, steps))
+    angles = heading + turns
+    step = length / steps
+    xy = start + np.cumsum(np.stack([np.cos(angles), np.sin(angles)], axis=1) * step, axis=0)
+    return np.round(np.vstack([start, xy]) * 16.0).astype(np.int32)
+
+
+def _pick(
+    rng: np.random.Generator, candidates: npt.NDArray[np.intp], cols: int, n: int
+) -> npt.NDArray[np.float64]:
+    """``n`` random continuous mask coordinates ``(u, v)`` inside the flat pixel indices."""
+    idx = rng.choice(candidates, size=n)
+    u = (idx % cols) + rng.uniform(0.0, 1.0, n)
+    v = (idx // cols) + rng.uniform(0.0, 1.0, n)
+    return np.stack([u, v], axis=1)
+
+
+def _stain(spec: SyntheticSlideSpec, rng: np.random.Generator) -> Stain:
+    v = spec.stain_variation
+
+    def perturb(vec: npt.NDArray[np.float64]) -> FloatArray:
+        p = np.abs(vec * (1.0 + v * rng.normal(0.0, 0.6, 3)))
+        return (p / np.linalg.norm(p)).astype(np.float32)
+
+    h, e = perturb(HEMATOXYLIN), perturb(EOSIN)
+    glass = np.clip(243.0 + v * 25.0 * rng.normal(0.0, 1.0, 3), 225.0, 252.0)
+    ink_name = str(rng.choice(sorted(_INKS)))
+    ink = -np.log(np.asarray(_INKS[ink_name]) / 243.0)
+    return Stain(
+        hematoxylin=h,
+        eosin=e,
+        h_scale=float(np.exp(v * rng.normal())),
+        e_scale=float(np.exp(v * rng.normal())),
+        glass=glass.astype(np.float32),
+        ink=ink.astype(np.float32),
+        ink_name=ink_name,
+    )
+
+
+def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
+    """The coarse layout of the slide ``spec`` describes (deterministic per ``spec.seed``).
+
+    Examples
+    --------
+    >>> from cervixwsi.synthetic import SyntheticSlideSpec, make_layout
+    >>> layout = make_layout(SyntheticSlideSpec(width=4096, height=4096, n_nests=12, seed=1))
+    >>> layout.tumor_mask.shape, layout.tumor_mask.downsample
+    ((256, 256), 16.0)
+    >>> bool(layout.tumor_mask.array.any()), layout.n_lesions > 3
+    (True, True)
+    """
+    d = spec.mask_downsample
+    rows, cols = math.ceil(spec.height / d), math.ceil(spec.width / d)
+    um = d * spec.mpp  # micrometres per mask pixel
+    rng = np.random.default_rng(stream_key(spec.seed, 1))
+    fields = np.zeros((rows, cols, F.N), np.float32)
+
+    # --- tissue: a few fragments (elongated bumps) with borders made ragged by noise,
+    # thresholded to cover tissue_fraction, kept away from the slide's edges
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    noise = np.zeros((rows, cols), np.float32)
+    n_fragments = int(rng.integers(2, 5))
+    for _ in range(n_fragments):
+        cx, cy = rng.uniform(0.2, 0.8) * cols, rng.uniform(0.2, 0.8) * rows
+        a = rng.uniform(0.15, 0.35) * cols
+        b = a * rng.uniform(0.35, 0.8)
+        t = rng.uniform(0.0, np.pi)
+        xr = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        yr = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        noise = np.maximum(noise, np.exp(-((xr / a) ** 2 + (yr / b) ** 2)))
+    noise += (
+        0.35 * _smooth_noise(rng, (rows, cols), min(250.0 / um, 0.08 * min(rows, cols)))
+        + 0.12 * _smooth_noise(rng, (rows, cols), 50.0 / um)
+        + 0.04 * _smooth_noise(rng, (rows, cols), 12.0 / um)
+    )
+    edge = np.minimum(np.minimum(xx + 0.5, cols - 0.5 - xx), np.minimum(yy + 0.5, rows - 0.5 - yy))
+    margin = max(2.0, 0.04 * min(rows, cols))
+    noise -= 3.0 * np.clip(1.0 - edge / margin, 0.0, 1.0) ** 2
+    threshold = np.quantile(noise, 1.0 - spec.tissue_fraction)
+    tissue = noise > threshold
+    sdf = _signed_distance(tissue)  # mask px
+    fields[..., F.SDF] = sdf * d
+
+    # --- squamous epithelium: a band along part of the tissue surface
+    presence = np.clip((_smooth_noise(rng, (rows, cols), 500.0 / um) + 0.35) / 0.5, 0.0, 1.0)
+    rete = _smooth_noise(rng, (rows, cols), 18.0 / um)
+    width = (220.0 + 60.0 * rete) / um * presence
+    depth = np.where(width > 1e-3, sdf / np.maximum(width, 1e-3), 4.0)
+    fields[..., F.DEPTH] = np.clip(depth, 0.0, 4.0)
+
+    # --- tumor nests (many small, clustered or scattered, plus a few large lobulated ones)
+    nest_canvas = np.zeros((rows, cols), np.float32)
+    pearls: list[tuple[float, float, float]] = []
+    if spec.tumor and tissue.any():
+        stroma = np.flatnonzero((sdf * um > 60.0) & (depth > 1.3))
+        inner = stroma if stroma.size else np.flatnonzero(tissue)
+        n_small = spec.nest_count
+        n_foci = max(1, math.ceil(n_small / 6))
+        foci = _pick(rng, inner, cols, n_foci)
+        for i in range(n_small):
+            if rng.random() < spec.nest_scatter:
+                c = _pick(rng, inner, cols, 1)[0]
+            else:
+                c = foci[i % n_foci] + rng.normal(0.0, 300.0 / um, 2)
+                r_, c_ = int(np.clip(c[1], 0, rows - 1)), int(np.clip(c[0], 0, cols - 1))
+                if sdf[r_, c_] <= 1.0:
+                    c = _pick(rng, inner, cols, 1)[0]
+            radius_um = float(np.clip(60.0 * np.exp(rng.normal(0.0, 0.55)), 25.0, 200.0))
+            poly = _blob_polygon(rng, c[0], c[1], radius_um / um, 9, 0.8)
+            cv2.fillPoly(nest_canvas, [poly], 1.0, cv2.LINE_8, 4)
+            if radius_um >= 50.0 and rng.random() < 0.6:
+                pearls.append((c[0] * d, c[1] * d, min(0.3 * radius_um, 40.0) / spec.mpp))
+        side_um = min(rows, cols) * um
+        for _ in range(spec.large_nests):
+            radius_um = 0.5 * float(np.exp(rng.uniform(np.log(600.0), np.log(1500.0))))
+            radius_um = min(radius_um, 0.18 * side_um)
+            deep = np.flatnonzero(sdf * um > 0.5 * radius_um)
+            c = _pick(rng, deep if deep.size else inner, cols, 1)[0]
+            lobe = np.zeros_like(nest_canvas)
+            cv2.fillPoly(lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4)
+            septa = _smooth_noise(rng, (rows, cols), 30.0 / um) > -0.9
+            nest_canvas = np.maximum(nest_canvas, lobe * septa)
+            inside = np.flatnonzero((lobe * septa).ravel() > 0)
+            if inside.size:
+                for p in _pick(rng, inside, cols, int(rng.integers(2, 6))):
+                    pearls.append((p[0] * d, p[1] * d, rng.uniform(20.0, 45.0) / spec.mpp))
+    fields[..., F.TUMOR] = cv2.GaussianBlur(nest_canvas, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT)
+
+    # --- stroma: fibre streamlines and density
+    psi = _smooth_noise(rng, (rows, cols), 120.0 / um)
+    gy, gx = np.gradient(psi)
+    scale = d / (float(np.mean(np.hypot(gx, gy))) + 1e-6)  # mean |grad psi| = 1 per level-0 px
+    fields[..., F.PSI] = psi * scale
+    fields[..., F.DENSITY] = np.clip(0.8 + 0.2 * _smooth_noise(rng, (rows, cols), 60.0 / um), 0.45, 1.1)
+    gsy, gsx = np.gradient(sdf)
+    grads = np.stack([gx * scale / d, gy * scale / d, gsx, gsy], axis=-1).astype(np.float32)
+
+    # --- artifacts (each from its own stream so adding one does not move the others)
+    art = np.random.default_rng(stream_key(spec.seed, 2))
+    size = float(min(rows, cols))
+    tissue_idx = np.flatnonzero(tissue)
+    if "pen" in spec.artifacts:
+        pen = np.zeros((rows, cols), np.uint8)
+        for _ in range(int(art.integers(1, 3))):
+            start = art.uniform(0.1, 0.9, 2) * np.array([cols, rows])
+            thick = max(1, round(art.uniform(250.0, 450.0) / um))
+            cv2.polylines(pen, [_stroke(art, start, 0.6 * size)], False, 255, thick, cv2.LINE_AA, 4)
+        fields[..., F.PEN] = cv2.GaussianBlur(pen.astype(np.float32) / 255.0, (0, 0), 1.0)
+    if "fold" in spec.artifacts and tissue_idx.size:
+        fold = np.zeros((rows, cols), np.uint8)
+        start = _pick(art, tissue_idx, cols, 1)[0]
+        thick = max(1, round(art.uniform(80.0, 200.0) / um))
+        cv2.polylines(fold, [_stroke(art, start, 0.4 * size)], False, 255, thick, cv2.LINE_AA, 4)
+        fields[..., F.FOLD] = cv2.GaussianBlur(fold.astype(np.float32) / 255.0, (0, 0), 1.5)
+    if "blur" in spec.artifacts and tissue_idx.size:
+        blur = np.zeros((rows, cols), np.float32)
+        for u, v in _pick(art, tissue_idx, cols, int(art.integers(2, 5))):
+            r = max(2.0, art.uniform(150.0, 500.0) / um)
+            cv2.circle(blur, (round((u - 0.5) * 16), round((v - 0.5) * 16)), round(r * 16), 1.0, -1, cv2.LINE_8, 4)
+            blur = np.maximum(blur, 0.0)
+        fields[..., F.BLUR] = np.clip(cv2.GaussianBlur(blur, (0, 0), max(1.0, 60.0 / um)), 0.0, 1.0)
+
+    stain = _stain(spec, np.random.default_rng(stream_key(spec.seed, 3)))
+    textures = TextureBank.make(stream_key(spec.seed, 4))
+
+    tissue_truth = (fields[..., F.SDF] > 0) & ~(fields[..., F.PEN] > 0.5)
+    tumor_truth = (fields[..., F.TUMOR] > 0.5) & tissue_truth
+    n_lesions = int(cv2.connectedComponents(tumor_truth.astype(np.uint8), connectivity=8)[0]) - 1
+    kw = {"slide_dimensions": spec.dimensions, "mpp": spec.mpp}
+    return SlideLayout(
+        spec=spec,
+        fields=fields,
+        grads=grads,
+        pearls=np.asarray(pearls, np.float64).reshape(-1, 3),
+        stain=stain,
+        textures=textures,
+        tissue_mask=Raster(tissue_truth, d, **kw),  # type: ignore[arg-type]
+        tumor_mask=Raster(tumor_truth, d, **kw),  # type: ignore[arg-type]
+        n_lesions=n_lesions,
+    )

@@ -1,0 +1,206 @@
+"""The description of one synthetic slide: :class:`SyntheticSlideSpec`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from cervixwsi.errors import ParameterError
+
+__all__ = ["ARTIFACTS", "SyntheticSlideSpec"]
+
+ARTIFACTS: tuple[str, ...] = ("blur", "dust", "fold", "pen")
+"""Names of the artifacts :class:`SyntheticSlideSpec` can draw."""
+
+_COMPRESSIONS = ("jpeg", "deflate", "lzw", "jpeg2000", "none")
+
+#: Small tumor nests per mm² of tissue when ``n_nests`` is None: about 650 on a
+#: 100k x 100k slide at 0.25 µm/px with 35 % tissue (the study reports > 300
+#: tumor regions per slide).
+NESTS_PER_MM2 = 3.0
+
+
+def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(f"SyntheticSlideSpec.{name} must be an integer, got {value!r}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        valid = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ParameterError(f"SyntheticSlideSpec.{name} must be {valid}, got {v}")
+    return v
+
+
+def _float(name: str, value: Any, lo: float, hi: float, *, open_lo: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"SyntheticSlideSpec.{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v > hi or v < lo or (open_lo and v == lo):
+        left = "(" if open_lo else "["
+        raise ParameterError(f"SyntheticSlideSpec.{name} must be in {left}{lo}, {hi}], got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class SyntheticSlideSpec:
+    """What a synthetic H&E slide shows; every field is validated on construction.
+
+    All sizes of drawn structures are in micrometres and converted with ``mpp``,
+    so the same spec at another ``mpp`` shows the same tissue at another
+    magnification.
+
+    Parameters
+    ----------
+    width, height : int
+        Level-0 size in pixels (default 20000 x 20000: 5 x 5 mm at 0.25 µm/px).
+    mpp : float
+        Level-0 micrometres per pixel (default 0.25: a 40x scan, the study's
+        highest magnification, at which its 256 x 256 patches were cut).
+    tumor : bool
+        Whether the slide has squamous cell carcinoma nests.
+    tissue_fraction : float
+        Fraction of the slide covered by tissue, in (0, 0.9] (default 0.35).
+    n_nests : int or None
+        Number of small tumor nests (50–400 µm across).  None: ``NESTS_PER_MM2``
+        (3) per mm² of tissue, at least 5 (so a 100k x 100k slide at 0.25 µm/px
+        has about 650, like the > 300 tumor regions per slide of the study).
+        Ignored for normal slides.
+    nest_scatter : float
+        In [0, 1]: the probability that a small nest lies anywhere in the tissue
+        instead of near one of a few invasion foci (default 0.5).
+    large_nests : int
+        Number of large, lobulated nests (0.6–1.5 mm; default 3).
+    stain_variation : float
+        In [0, 0.5]: the relative spread of the per-slide perturbation of the
+        stain vectors, stain amounts and glass tint (default 0.1).
+    artifacts : iterable of str
+        Any of ``"pen"`` (marker stroke), ``"fold"`` (folded, doubled tissue),
+        ``"dust"`` (dark specks), ``"blur"`` (out-of-focus patches); stored as a
+        sorted tuple.  Default: none.
+    seed : int
+        Seed of everything random; the same spec gives the same pixels.
+    tile_size : int
+        TIFF tile size (a multiple of 16; default 256).
+    compression : {"jpeg", "deflate", "lzw", "jpeg2000", "none"}
+        TIFF tile compression (default ``"jpeg"``).
+    quality : int
+        JPEG / JPEG 2000 quality in [1, 100] (default 90).
+    mask_downsample : int
+        Level-0 pixels per pixel of the ground-truth masks (default 16: 4 µm at
+        0.25 µm/px, fine enough for the smallest 50 µm nests).
+
+    Raises
+    ------
+    ParameterError
+        If a field is out of range; the message names the field.
+
+    Examples
+    --------
+    >>> from cervixwsi.synthetic import SyntheticSlideSpec
+    >>> spec = SyntheticSlideSpec(width=4096, height=4096, artifacts={"pen", "dust"}, seed=3)
+    >>> spec.artifacts, spec.slide_area_mm2
+    (('dust', 'pen'), 1.048576)
+    >>> SyntheticSlideSpec(tissue_fraction=1.5)
+    Traceback (most recent call last):
+    ...
+    cervixwsi.errors.ParameterError: SyntheticSlideSpec.tissue_fraction must be in (0.0, 0.9], got 1.5
+    """
+
+    width: int = 20000
+    height: int = 20000
+    mpp: float = 0.25
+    tumor: bool = True
+    tissue_fraction: float = 0.35
+    n_nests: int | None = None
+    nest_scatter: float = 0.5
+    large_nests: int = 3
+    stain_variation: float = 0.1
+    artifacts: tuple[str, ...] = field(default=())
+    seed: int = 0
+    tile_size: int = 256
+    compression: Literal["jpeg", "deflate", "lzw", "jpeg2000", "none"] = "jpeg"
+    quality: int = 90
+    mask_downsample: int = 16
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "width", _int("width", self.width, 64))
+        set_(self, "height", _int("height", self.height, 64))
+        set_(self, "mpp", _float("mpp", self.mpp, 0.05, 5.0))
+        if not isinstance(self.tumor, bool):
+            raise ParameterError(f"SyntheticSlideSpec.tumor must be True or False, got {self.tumor!r}")
+        set_(
+            self,
+            "tissue_fraction",
+            _float("tissue_fraction", self.tissue_fraction, 0.0, 0.9, open_lo=True),
+        )
+        if self.n_nests is not None:
+            set_(self, "n_nests", _int("n_nests", self.n_nests, 0))
+        set_(self, "nest_scatter", _float("nest_scatter", self.nest_scatter, 0.0, 1.0))
+        set_(self, "large_nests", _int("large_nests", self.large_nests, 0, 50))
+        set_(self, "stain_variation", _float("stain_variation", self.stain_variation, 0.0, 0.5))
+        set_(self, "artifacts", _artifacts(self.artifacts))
+        set_(self, "seed", _int("seed", self.seed, 0, 2**63 - 1))
+        tile = _int("tile_size", self.tile_size, 16, 4096)
+        if tile % 16:
+            raise ParameterError(f"SyntheticSlideSpec.tile_size must be a multiple of 16, got {tile}")
+        set_(self, "tile_size", tile)
+        if self.compression not in _COMPRESSIONS:
+            raise ParameterError(
+                f"SyntheticSlideSpec.compression must be one of {_COMPRESSIONS}, "
+                f"got {self.compression!r}"
+            )
+        set_(self, "quality", _int("quality", self.quality, 1, 100))
+        set_(self, "mask_downsample", _int("mask_downsample", self.mask_downsample, 2, 256))
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)``."""
+        return (self.width, self.height)
+
+    @property
+    def slide_area_mm2(self) -> float:
+        """Area of the whole slide in mm²."""
+        return self.width * self.height * (self.mpp / 1000.0) ** 2
+
+    @property
+    def nest_count(self) -> int:
+        """The number of small nests drawn (0 for normal slides)."""
+        if not self.tumor:
+            return 0
+        if self.n_nests is not None:
+            return self.n_nests
+        return max(5, round(NESTS_PER_MM2 * self.slide_area_mm2 * self.tissue_fraction))
+
+    def replace(self, **changes: Any) -> SyntheticSlideSpec:
+        """A copy with some fields changed (validated again).
+
+        Examples
+        --------
+        >>> SyntheticSlideSpec(seed=1).replace(tumor=False).tumor
+        False
+        """
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ParameterError(
+                f"SyntheticSlideSpec has no field(s) {unknown}; fields are {sorted(names)}"
+            )
+        return replace(self, **changes)
+
+
+def _artifacts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ParameterError(
+            f"SyntheticSlideSpec.artifacts must be a collection of names from {ARTIFACTS}, "
+            f"got {value!r}"
+        )
+    items = list(value)
+    bad = [n for n in items if n not in ARTIFACTS]
+    if bad:
+        raise ParameterError(
+            f"SyntheticSlideSpec.artifacts has unknown name(s) {bad}; valid: {ARTIFACTS}"
+        )
+    return tuple(sorted(set(items)))

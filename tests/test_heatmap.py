@@ -1,0 +1,340 @@
+"""Heatmaps: exact geometry, resumable runs, predictor checks, persistence, pictures."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from cervixwsi.errors import HeatmapError, ParameterError, PredictorError, StoreMismatchError
+from cervixwsi.geometry import Raster
+from cervixwsi.heatmap import Heatmap, HeatmapGenerator, HeatmapInfo, PatchPredictor
+from cervixwsi.slide import ArraySlide, Slide
+from cervixwsi.tissue import TissueMask
+
+# --- a slide whose pixels say where they are, and a predictor that reads it -----------
+
+
+def position_image(width: int, height: int) -> npt.NDArray[np.uint8]:
+    """Pixel (x, y) holds R = x % 256, G = y % 256, B = 16 * (x // 256) + y // 256."""
+    x = np.arange(width)[None, :]
+    y = np.arange(height)[:, None]
+    image = np.empty((height, width, 3), np.uint8)
+    image[..., 0] = x % 256
+    image[..., 1] = y % 256
+    image[..., 2] = 16 * (x // 256) + y // 256
+    return image
+
+
+def decode(patch: npt.NDArray[np.uint8]) -> tuple[int, int] | None:
+    """The level-0 (x, y) of a patch's top-left pixel, or None for a patch not from the slide."""
+    r, g, b = (int(v) for v in patch[0, 0])
+    x, y = r + 256 * (b // 16), g + 256 * (b % 16)
+    right, below = patch[0, 1], patch[1, 0]
+    if int(right[0]) != (x + 1) % 256 or int(below[1]) != (y + 1) % 256:
+        return None  # e.g. the generator's probe batch
+    return x, y
+
+
+def f(x: int, y: int) -> float:
+    """The 'tumor probability' the test predictor gives the patch at (x, y)."""
+    return ((x // 7 + 3 * (y // 11)) % 101) / 100
+
+
+class PositionPredictor:
+    """Predicts f(x, y) of each patch's position and records every position it saw."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.calls = 0
+        self.fail_after = fail_after
+        self._lock = threading.Lock()
+
+    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        assert batch.dtype == np.uint8
+        assert batch.ndim == 4
+        assert batch.shape[-1] == 3
+        positions = [decode(p) for p in batch]
+        if all(p is not None for p in positions):
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise RuntimeError("simulated crash")
+            self.calls += 1
+            self.seen.extend(p for p in positions if p is not None)
+        return np.array([f(*p) if p else 0.5 for p in positions], np.float32)
+
+
+def full_tissue(width: int, height: int) -> TissueMask:
+    return TissueMask(np.ones((height // 4 + 1, width // 4 + 1), bool), 4, (width, height))
+
+
+WIDTH, HEIGHT = 1000, 700  # not multiples of the patch
+
+
+def expected_map(stride: int, patch: int = 256) -> npt.NDArray[np.float64]:
+    rows, cols = -(-HEIGHT // stride), -(-WIDTH // stride)
+    k = patch // stride
+    out = np.zeros((rows, cols))
+    for r in range(rows):
+        for c in range(cols):
+            values = [
+                f((c - dc) * stride, (r - dr) * stride)
+                for dr in range(k)
+                for dc in range(k)
+                if r - dr >= 0 and c - dc >= 0
+            ]
+            out[r, c] = np.mean(values)
+    return out
+
+
+@pytest.fixture
+def position_slide() -> ArraySlide:
+    return ArraySlide(position_image(WIDTH, HEIGHT), mpp=0.5, name="positions")
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [256, 128])
+def test_heatmap_is_the_expected_function_of_position(
+    position_slide: ArraySlide, stride: int
+) -> None:
+    predictor = PositionPredictor()
+    gen = HeatmapGenerator(predictor, stride=stride, min_tissue=0.0, batch_size=5, progress=False)
+    heat = gen.generate(position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    assert heat.downsample == stride
+    assert heat.slide_dimensions == (WIDTH, HEIGHT)
+    assert heat.mpp == 0.5
+    assert heat.pixel_size_um == stride * 0.5
+    np.testing.assert_allclose(heat.array, expected_map(stride), atol=1e-6)
+    # every grid position whose patch starts inside the slide, exactly once
+    starts = {(x, y) for x in range(0, WIDTH, stride) for y in range(0, HEIGHT, stride)}
+    assert sorted(predictor.seen) == sorted(starts)
+
+
+def test_positions_without_tissue_are_nan_and_not_predicted(position_slide: ArraySlide) -> None:
+    tissue = np.zeros((175, 250), bool)
+    tissue[:, 125:] = True  # right half (level-0 x >= 500)
+    mask = TissueMask(tissue, 4, (WIDTH, HEIGHT))
+    predictor = PositionPredictor()
+    heat = HeatmapGenerator(predictor, progress=False).generate(position_slide, tissue_mask=mask)
+    assert np.isnan(heat.array[:, :2]).all()  # columns 0-1 cover x < 512: < 50 % tissue
+    assert np.isfinite(heat.array[:, 2:]).all()
+    assert {x for x, _ in predictor.seen} == {512, 768}
+    np.testing.assert_array_equal(heat.tissue_mask.array, np.isfinite(heat.array))
+
+
+def test_a_blank_slide_gives_an_all_nan_heatmap_and_a_warning() -> None:
+    slide = ArraySlide(np.full((600, 900, 3), 242, np.uint8), mpp=0.5, name="glass")
+    predictor = PositionPredictor()
+    with pytest.warns(UserWarning, match="no patch"):
+        heat = HeatmapGenerator(predictor, progress=False).generate(slide)
+    assert heat.shape == (3, 4)
+    assert np.isnan(heat.array).all()
+    assert predictor.calls == 0
+
+
+# --- resumption ------------------------------------------------------------------------------
+
+
+def test_an_interrupted_run_resumes_without_repeating_or_losing_positions(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    reference = HeatmapGenerator(
+        PositionPredictor(), stride=128, min_tissue=0.0, batch_size=4, progress=False
+    ).generate(position_slide, tissue_mask=tissue)
+
+    crashing = PositionPredictor(fail_after=3)
+    gen = HeatmapGenerator(crashing, stride=128, min_tissue=0.0, batch_size=4, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        gen.generate(position_slide, out=out, tissue_mask=tissue)
+    assert len(crashing.seen) == 12
+    with pytest.raises(HeatmapError, match="unfinished"):
+        Heatmap.load(out)
+
+    second = PositionPredictor()
+    gen = HeatmapGenerator(second, stride=128, min_tissue=0.0, batch_size=4, progress=False)
+    heat = gen.generate(position_slide, out=out, tissue_mask=tissue)
+    assert not set(crashing.seen) & set(second.seen)
+    assert len(crashing.seen) + len(second.seen) == len(set(crashing.seen) | set(second.seen))
+    assert len(set(crashing.seen) | set(second.seen)) == 8 * 6
+    np.testing.assert_array_equal(heat.array, reference.array)
+    np.testing.assert_array_equal(Heatmap.load(out).array, reference.array)
+
+    # A finished run run again predicts nothing more.
+    third = PositionPredictor()
+    HeatmapGenerator(third, stride=128, min_tissue=0.0, batch_size=4, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    assert third.seen == []
+
+
+class OtherPredictor(PositionPredictor):
+    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return 1 - super().predict(batch)
+
+
+def test_another_predictor_or_other_parameters_into_the_same_out_is_refused(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    HeatmapGenerator(PositionPredictor(), min_tissue=0.0, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    with pytest.raises(StoreMismatchError, match="predictor"):
+        HeatmapGenerator(OtherPredictor(), min_tissue=0.0, progress=False).generate(
+            position_slide, out=out, tissue_mask=tissue
+        )
+    with pytest.raises(StoreMismatchError, match="stride"):
+        HeatmapGenerator(PositionPredictor(), stride=128, min_tissue=0.0, progress=False).generate(
+            position_slide, out=out, tissue_mask=tissue
+        )
+    # ... and what was there is intact.
+    assert np.isfinite(Heatmap.load(out).array).all()
+
+
+# --- bad predictors and parameters -----------------------------------------------------
+
+
+class BadPredictor:
+    def __init__(self, values: Any) -> None:
+        self.values = values
+
+    def predict(self, batch: npt.NDArray[np.uint8]) -> Any:
+        return self.values(len(batch))
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (lambda n: np.full(n, np.nan), "NaN"),
+        (lambda n: np.full(n, 1.5), r"\[1.5, 1.5\]"),
+        (lambda n: np.zeros(n + 1), "one probability per patch"),
+        (lambda n: np.zeros((n, 2)), "one probability per patch"),
+    ],
+)
+def test_a_predictor_returning_nonsense_is_named_with_its_batch(
+    position_slide: ArraySlide, values: Any, match: str
+) -> None:
+    gen = HeatmapGenerator(BadPredictor(values), min_tissue=0.0, progress=False)
+    with pytest.raises(PredictorError, match=match) as info:
+        gen.generate(position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    assert "batch 0" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"stride": 100}, "divisor"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"min_tissue": 1.5}, "min_tissue"),
+        ({"level": 0, "mpp": 0.5}, "not both"),
+        ({"level": 3}, "levels 0..0"),
+    ],
+)
+def test_bad_parameters(position_slide: ArraySlide, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        HeatmapGenerator(PositionPredictor(), progress=False, **kwargs).generate(
+            position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT)
+        )
+
+
+def test_prefetching_is_bounded(position_slide: ArraySlide) -> None:
+    class CountingSlide(ArraySlide):
+        reads = 0
+
+        def read_region(self, *args: Any, **kwargs: Any) -> Any:
+            type(self).reads += 1
+            return super().read_region(*args, **kwargs)
+
+    slide = CountingSlide(position_image(WIDTH, HEIGHT), mpp=0.5)
+    ahead: list[int] = []
+
+    class Watching(PositionPredictor):
+        def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+            ahead.append(CountingSlide.reads - (self.calls + 1) * 2)
+            return super().predict(batch)
+
+    HeatmapGenerator(
+        Watching(), stride=64, batch_size=2, prefetch=3, min_tissue=0.0, progress=False
+    ).generate(slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    assert len(ahead) == 16 * 11 // 2
+    assert max(ahead) <= 3 * 2  # never more than `prefetch` batches read ahead
+
+
+def test_protocol_is_structural() -> None:
+    assert isinstance(PositionPredictor(), PatchPredictor)
+    assert not isinstance(object(), PatchPredictor)
+
+
+# --- the Heatmap object ----------------------------------------------------------------------
+
+
+def small_heatmap(mpp: float | None = 0.25) -> Heatmap:
+    p = np.array([[0.0, 0.5, np.nan], [1.0, 0.25, 0.75]], np.float32)
+    info = HeatmapInfo("slide-7", 256, 0, 1.0, 256.0, 0.5, "test")
+    return Heatmap(p, 256, (700, 500), tissue_mask=np.isfinite(p), info=info, mpp=mpp)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    heat = small_heatmap()
+    back = Heatmap.load(heat.save(tmp_path / "h.zarr"))
+    np.testing.assert_array_equal(back.array, heat.array)
+    np.testing.assert_array_equal(back.tissue_mask.array, heat.tissue_mask.array)
+    assert back.info == heat.info
+    assert (back.downsample, back.slide_dimensions, back.mpp) == (256, (700, 500), 0.25)
+
+
+def test_loading_what_is_not_a_heatmap(tmp_path: Path) -> None:
+    with pytest.raises(HeatmapError, match="no heatmap"):
+        Heatmap.load(tmp_path / "missing.zarr")
+    (tmp_path / "junk.zarr").mkdir()
+    (tmp_path / "junk.zarr" / "zarr.json").write_text("{ not json")
+    with pytest.raises(HeatmapError, match=r"junk\.zarr"):
+        Heatmap.load(tmp_path / "junk.zarr")
+
+
+def test_probabilities_outside_0_1_or_mismatched_tissue_are_refused() -> None:
+    info = HeatmapInfo("s", 256, 0, 1.0, 256.0, 0.5, "t")
+    with pytest.raises(HeatmapError, match=r"\[0, 1\]"):
+        Heatmap(np.full((1, 1), 2.0), 256, (256, 256), tissue_mask=[[True]], info=info)
+    with pytest.raises(HeatmapError, match="tissue mask shape"):
+        Heatmap(np.zeros((1, 1)), 256, (256, 256), tissue_mask=np.ones((2, 2)), info=info)
+
+
+def test_export_as_pyramid_opens_in_slide_and_openslide(tmp_path: Path) -> None:
+    heat = small_heatmap()
+    path = heat.to_pyramid(tmp_path / "heat.tif")
+    with Slide(path) as slide:
+        assert slide.dimensions == (3, 2)
+        assert slide.mpp == pytest.approx((64.0, 64.0))
+        gray = slide.read_region((0, 0), 0, (3, 2))[..., 0]
+    np.testing.assert_array_equal(gray, [[0, 128, 0], [255, 64, 191]])
+    openslide = pytest.importorskip("openslide")
+    with openslide.OpenSlide(str(path)) as osr:
+        assert osr.dimensions == (3, 2)
+        assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(64.0)
+
+
+def test_overlay_colours_predicted_pixels_and_draws_the_ground_truth() -> None:
+    heat = small_heatmap()
+    thumb = np.full((50, 70, 3), 230, np.uint8)
+    plain = heat.overlay(thumb, max_size=70, alpha=0.0, tissue_outline=False)
+    np.testing.assert_array_equal(plain, thumb)
+    coloured = heat.overlay(thumb, max_size=70, alpha=1.0, tissue_outline=False)
+    assert coloured.shape == (50, 70, 3)
+    # NaN pixel (top right) keeps the thumbnail; p = 1 (bottom left) is jet's dark red.
+    np.testing.assert_array_equal(coloured[5, 65], [230, 230, 230])
+    assert coloured[45, 5, 0] > 100 > coloured[45, 5, 2]
+    gt = Raster(np.zeros((50, 70), bool), 10, (700, 500))
+    gt.array[10:40, 10:40] = True
+    with_gt = heat.overlay(thumb, max_size=70, alpha=0.0, tissue_outline=False, ground_truth=gt)
+    green = (with_gt[..., 1] == 200) & (with_gt[..., 0] == 0)
+    assert green.any()
+    assert not green[20:30, 20:30].any()  # a contour, not a fill

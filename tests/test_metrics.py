@@ -1,0 +1,899 @@
+"""cervixwsi.metrics: ROC/AUC with CIs and the DeLong test, Camelyon16 FROC, detections."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import ndimage as nd
+from skimage import measure
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from cervixwsi.errors import MetricsError
+from cervixwsi.geometry import Raster
+from cervixwsi.metrics import (
+    EVAL_FPS,
+    FROCEvaluator,
+    auc_ci,
+    compare_auc,
+    detect_lesions,
+    evaluation_mask,
+    froc,
+    itc_labels,
+    read_detections_csv,
+    roc_auc,
+    roc_curve,
+    write_detections_csv,
+)
+from cervixwsi.metrics._roc import _delong
+
+MPP = 0.243  # Camelyon16's level-0 resolution
+
+# =====================================================================================
+# The independent reference: a faithful, per-detection-loop port of the Camelyon16
+# organisers' Evaluation_FROC.py (computeEvaluationMask, computeITCList,
+# compute_FP_TP_Probs, computeFROC and the final score), written out as the script
+# does it.  NumPy 1 semantics are spelled out where NumPy 2 changed them: a Python
+# float compared with a float32 scalar is compared in float64 (float(...)), and the
+# thresholds are sorted as float64 values.
+# =====================================================================================
+
+
+def ref_evaluation_mask(tumor: npt.NDArray[np.bool_], resolution: float, level: int) -> Any:
+    pixelarray = np.where(tumor, 255, 0).astype(np.uint8)  # channel 0 of read_region
+    distance = nd.distance_transform_edt(255 - pixelarray)
+    threshold = 75 / (resolution * pow(2, level) * 2)
+    binary = distance < threshold
+    filled_image = nd.binary_fill_holes(binary)
+    return measure.label(filled_image, connectivity=2)
+
+
+def ref_itc_list(evaluation_mask: Any, resolution: float, level: int) -> list[int]:
+    max_label = np.amax(evaluation_mask)
+    properties = measure.regionprops(evaluation_mask)
+    isolated = []
+    threshold = 275 / (resolution * pow(2, level))
+    for i in range(0, max_label):
+        if properties[i].axis_major_length < threshold:
+            isolated.append(i + 1)
+    return isolated
+
+
+def ref_fp_tp_probs(
+    ycorr: list[int],
+    xcorr: list[int],
+    probs: list[float],
+    is_tumor: bool,
+    evaluation_mask: Any,
+    itc: list[int],
+    level: int,
+) -> tuple[list[float], Any, int, dict[str, list[Any]]]:
+    max_label = int(np.amax(evaluation_mask))
+    fp_probs: list[float] = []
+    tp_probs = np.zeros((max_label,), dtype=np.float32)
+    summary: dict[str, list[Any]] = {}
+    for i in range(1, max_label + 1):
+        if i not in itc:
+            summary["Label " + str(i)] = []
+    if is_tumor:
+        for i in range(0, len(xcorr)):
+            hitted = evaluation_mask[int(ycorr[i] / pow(2, level)), int(xcorr[i] / pow(2, level))]
+            if hitted == 0:
+                fp_probs.append(probs[i])
+            elif hitted not in itc:
+                if probs[i] > float(tp_probs[hitted - 1]):  # NumPy 1: compared in float64
+                    summary["Label " + str(hitted)] = [probs[i], xcorr[i], ycorr[i]]
+                    tp_probs[hitted - 1] = probs[i]
+    else:
+        for i in range(0, len(xcorr)):
+            fp_probs.append(probs[i])
+    return fp_probs, tp_probs, max_label - len(itc), summary
+
+
+def ref_froc(
+    fp_lists: list[list[float]], tp_lists: list[Any], n_tumors: list[int]
+) -> tuple[Any, Any]:
+    unlisted_fps = [item for sublist in fp_lists for item in sublist]
+    unlisted_tps = [float(item) for sublist in tp_lists for item in sublist]  # exact float64
+    total_fps, total_tps = [], []
+    all_probs = sorted(set(unlisted_fps + unlisted_tps))
+    fps_arr = np.asarray(unlisted_fps, dtype=np.float64)
+    tps_arr = np.asarray(unlisted_tps, dtype=np.float64).astype(np.float32)
+    for thresh in all_probs[1:]:
+        total_fps.append((fps_arr >= thresh).sum())
+        total_tps.append((tps_arr >= np.float32(thresh)).sum())  # float32 array vs Python float
+    total_fps.append(0)
+    total_tps.append(0)
+    return (
+        np.asarray(total_fps) / float(len(fp_lists)),
+        np.asarray(total_tps) / float(sum(n_tumors)),
+    )
+
+
+def ref_evaluate(
+    masks: dict[str, npt.NDArray[np.bool_] | None],
+    detections: dict[str, npt.NDArray[np.float64]],
+    resolution: float,
+    level: int = 5,
+) -> tuple[Any, Any, Any, float, dict[str, dict[str, list[Any]]]]:
+    fp_lists, tp_lists, n_tumors, summaries = [], [], [], {}
+    for case, mask in masks.items():
+        d = detections[case]
+        probs = [float(v) for v in d[:, 0]]
+        xs = [int(v) for v in d[:, 1]]
+        ys = [int(v) for v in d[:, 2]]
+        if mask is not None:
+            em = ref_evaluation_mask(mask, resolution, level)
+            itc = ref_itc_list(em, resolution, level)
+        else:
+            em, itc = 0, []
+        fp, tp, n, summary = ref_fp_tp_probs(ys, xs, probs, mask is not None, em, itc, level)
+        fp_lists.append(fp)
+        tp_lists.append(tp)
+        n_tumors.append(n)
+        summaries[case] = summary
+    fps, sens = ref_froc(fp_lists, tp_lists, n_tumors)
+    evals = np.interp([0.25, 0.5, 1, 2, 4, 8], fps[::-1], sens[::-1])
+    return fps, sens, evals, float(np.mean(evals)), summaries
+
+
+# --- strategies ------------------------------------------------------------------------
+
+PROBS = st.one_of(
+    st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.9, 1.0, float(np.float32(0.3))]),
+    st.floats(0, 1, allow_nan=False, width=32),
+    st.floats(0, 1, allow_nan=False),
+)
+
+
+@st.composite
+def slide_cases(draw: st.DrawFn, level: int = 5) -> tuple[
+    dict[str, npt.NDArray[np.bool_] | None], dict[str, npt.NDArray[np.float64]]
+]:
+    n_slides = draw(st.integers(1, 4))
+    masks: dict[str, npt.NDArray[np.bool_] | None] = {}
+    dets: dict[str, npt.NDArray[np.float64]] = {}
+    for i in range(n_slides):
+        h, w = draw(st.integers(4, 20)), draw(st.integers(4, 20))
+        normal = i > 0 and draw(st.booleans())
+        if normal:
+            masks[f"n{i}"] = None
+        else:
+            density = draw(st.sampled_from([0.02, 0.1, 0.3]))
+            seed = draw(st.integers(0, 2**32 - 1))
+            m = np.random.default_rng(seed).random((h, w)) < density
+            m[draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))] = True
+            masks[f"t{i}"] = m
+        n = draw(st.integers(0, 12))
+        rows = draw(hnp.arrays(np.int64, n, elements=st.integers(0, h * 2**level - 1)))
+        cols = draw(hnp.arrays(np.int64, n, elements=st.integers(0, w * 2**level - 1)))
+        p = draw(st.lists(PROBS, min_size=n, max_size=n))
+        dets[list(masks)[-1]] = np.column_stack([np.asarray(p, float), cols, rows]).reshape(-1, 3)
+    return masks, dets
+
+
+def has_lesion(masks: dict[str, Any], mpp: float, level: int = 5) -> bool:
+    for m in masks.values():
+        if m is not None:
+            em = ref_evaluation_mask(m, mpp, level)
+            if em.max() > len(ref_itc_list(em, mpp, level)):
+                return True
+    return False
+
+
+# mpp values that give the dilation radius and ITC size a few pixels on small masks
+SMALL_MPP = st.sampled_from([0.5, 1.0, 2.0, 4.0])
+
+
+# =====================================================================================
+# ROC / AUC
+# =====================================================================================
+
+
+def test_roc_curve_hand_computed() -> None:
+    curve = roc_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], drop_intermediate=False)
+    assert curve.fpr.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert curve.tpr.tolist() == [0.0, 0.5, 0.5, 1.0, 1.0]
+    assert curve.thresholds[0] == np.inf
+    assert curve.auc == 0.75
+
+
+@given(
+    st.integers(2, 40).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int8, n, elements=st.integers(0, 1)),
+            hnp.arrays(np.float64, n, elements=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]))
+            | hnp.arrays(np.float64, n, elements=st.floats(-1e6, 1e6)),
+        )
+    )
+)
+def test_auc_equals_sklearn_ties_included(case: tuple[Any, Any]) -> None:
+    y, s = case
+    assume(0 < y.sum() < y.size)
+    expected = roc_auc_score(y, s)
+    assert roc_auc(y, s) == pytest.approx(expected, abs=1e-12)
+    curve = roc_curve(y, s)
+    fpr, tpr, thr = sk_roc_curve(y, s)
+    np.testing.assert_array_equal(curve.fpr, fpr)
+    np.testing.assert_array_equal(curve.tpr, tpr)
+    np.testing.assert_array_equal(curve.thresholds, thr)
+    assert curve.auc == pytest.approx(expected, abs=1e-12)
+    # Also DeLong's midrank AUC is the same number.
+    if min(y.sum(), y.size - y.sum()) >= 2:
+        aucs, _ = _delong(s[y == 1][None], s[y == 0][None])
+        assert aucs[0] == pytest.approx(expected, abs=1e-12)
+
+
+@given(
+    st.integers(4, 30).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays(np.int8, n, elements=st.integers(0, 1)),
+            hnp.arrays(np.float64, n, elements=st.floats(-5, 5)),
+        )
+    ),
+    st.sampled_from(["exp", "cube", "affine", "logistic"]),
+)
+def test_auc_unchanged_by_strictly_increasing_transforms(case: tuple[Any, Any], f: str) -> None:
+    y, s = case
+    assume(0 < y.sum() < y.size)
+    t = {
+        "exp": np.exp(s),
+        "cube": s**3,
+        "affine": 3 * s + 7,
+        "logistic": 1 / (1 + np.exp(-s)),
+    }[f]
+    # A transform that merges distinct scores in floating point is not strictly increasing.
+    assume(np.unique(t).size == np.unique(s).size)
+    assert roc_auc(y, t) == roc_auc(y, s)
+
+
+@pytest.mark.parametrize(
+    ("y", "s", "match"),
+    [
+        ([1, 1, 1], [0.1, 0.2, 0.3], "only positive"),
+        ([0, 0], [0.1, 0.2], "only negative"),
+        ([0, 1, 1], [0.1, np.nan, 0.3], "finite.*index 1"),
+        ([0, 1, 1], [0.1, 0.2], "3"),
+        ([0, 1, 2], [0.1, 0.2, 0.3], "only 0 and 1"),
+        ([[0, 1]], [[0.1, 0.2]], "1-D"),
+    ],
+)
+def test_roc_bad_input_raises_clear_value_errors(y: Any, s: Any, match: str) -> None:
+    for fn in (roc_auc, roc_curve, auc_ci):
+        with pytest.raises(MetricsError, match=match) as info:
+            fn(y, s)
+        assert isinstance(info.value, ValueError)
+
+
+def brute_force_delong(pos: Any, neg: Any) -> tuple[Any, Any]:
+    """DeLong's covariance from its definition: structural components by pairwise loops."""
+
+    def psi(x: float, y: float) -> float:
+        return 1.0 if x > y else 0.5 if x == y else 0.0
+
+    k, m, n = pos.shape[0], pos.shape[1], neg.shape[1]
+    v10 = np.array([[sum(psi(pos[r, i], neg[r, j]) for j in range(n)) / n for i in range(m)]
+                    for r in range(k)])
+    v01 = np.array([[sum(psi(pos[r, i], neg[r, j]) for i in range(m)) / m for j in range(n)]
+                    for r in range(k)])
+    aucs = v10.mean(axis=1)
+    s10 = np.array([[sum((v10[a, i] - aucs[a]) * (v10[b, i] - aucs[b]) for i in range(m))
+                     / (m - 1) for b in range(k)] for a in range(k)])
+    s01 = np.array([[sum((v01[a, j] - aucs[a]) * (v01[b, j] - aucs[b]) for j in range(n))
+                     / (n - 1) for b in range(k)] for a in range(k)])
+    return aucs, s10 / m + s01 / n
+
+
+@given(
+    st.integers(2, 9),
+    st.integers(2, 9),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_delong_covariance_equals_its_definition(m: int, n: int, seed: int, ties: bool) -> None:
+    rng = np.random.default_rng(seed)
+    draw = (lambda size: rng.integers(0, 4, size) / 4) if ties else (lambda size: rng.normal(size=size))
+    pos, neg = draw((2, m)).astype(float), draw((2, n)).astype(float)
+    aucs, cov = _delong(pos, neg)
+    ref_aucs, ref_cov = brute_force_delong(pos, neg)
+    np.testing.assert_allclose(aucs, ref_aucs, atol=1e-12)
+    np.testing.assert_allclose(cov, ref_cov, atol=1e-12)
+
+
+def test_delong_ci_hand_computed() -> None:
+    # pos (0.5, 0.7, 0.9, 0.8), neg (0.1, 0.3, 0.2, 0.6): only 0.5 < 0.6 is discordant.
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    s = [0.1, 0.3, 0.2, 0.6, 0.5, 0.7, 0.9, 0.8]
+    ci = auc_ci(y, s, alpha=0.05)
+    # V10 = (0.75, 1, 1, 1), V01 = (0, 0, 0, 0.25): var = 0.0625/4/4 + 0.0625/4/4
+    se = math.sqrt(2 * (0.25**2 * 3 / 4 / 3) / 4)
+    assert ci.auc == 0.9375
+    assert ci.se == pytest.approx(se)
+    assert ci.low == pytest.approx(0.9375 - 1.959963984540054 * se)
+    assert ci.high == 1.0  # clipped
+    assert (ci.method, ci.alpha) == ("delong", 0.05)
+
+
+def test_bootstrap_ci_is_seeded_and_stratified() -> None:
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(30), np.ones(20)].astype(int)
+    s = rng.normal(size=50) + y
+    a = auc_ci(y, s, method="bootstrap", n_bootstrap=300, seed=42)
+    b = auc_ci(y, s, method="bootstrap", n_bootstrap=300, seed=42)
+    assert a == b
+    assert a.low < a.auc < a.high
+    assert a != auc_ci(y, s, method="bootstrap", n_bootstrap=300, seed=43)
+    # Stratified: a perfectly separated cohort stays perfect in every resample.
+    perfect = auc_ci(y, y + 0.5 * rng.random(50), method="bootstrap", n_bootstrap=200, seed=1)
+    assert (perfect.low, perfect.auc, perfect.high) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.slow
+def test_ci_coverage_is_roughly_nominal() -> None:
+    """Over 150 simulated cohorts with true AUC ≈ 0.76, 95% CIs cover it about 95% of the time."""
+    rng = np.random.default_rng(7)
+    true_auc = 0.7602499389065233  # P(N(1,1) > N(0,1)) = Phi(1 / sqrt 2)
+    hits = {"delong": 0, "bootstrap": 0}
+    trials = 150
+    for t in range(trials):
+        y = np.r_[np.zeros(40), np.ones(40)].astype(int)
+        s = rng.normal(size=80) + y
+        for method in hits:
+            ci = auc_ci(y, s, method=method, n_bootstrap=300, seed=t)  # type: ignore[arg-type]
+            hits[method] += ci.low <= true_auc <= ci.high
+    for method, h in hits.items():
+        assert 0.87 <= h / trials <= 0.995, (method, h)
+
+
+def test_compare_auc_paired_delong() -> None:
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    good = rng.normal(size=120) + 2.5 * y
+    weak = good + rng.normal(scale=3.0, size=120)
+    c = compare_auc(good, weak, y)
+    assert c.auc_a == roc_auc(y, good) and c.auc_b == roc_auc(y, weak)
+    assert c.difference == pytest.approx(c.auc_a - c.auc_b)
+    assert c.p_value < 0.01 and c.z > 0
+    assert c.low < c.difference < c.high
+    # Symmetric; a model against itself differs by nothing.
+    r = compare_auc(weak, good, y)
+    assert r.z == pytest.approx(-c.z) and r.p_value == pytest.approx(c.p_value)
+    same = compare_auc(good, good, y)
+    assert (same.difference, same.z, same.p_value) == (0.0, 0.0, 1.0)
+    # The pairing: var(a - b) = var a + var b - 2 cov, from the brute-force definition.
+    pos = np.vstack([good, weak])[:, y == 1][:, :6]
+    neg = np.vstack([good, weak])[:, y == 0][:, :7]
+    _, cov = brute_force_delong(pos, neg)
+    yy = np.r_[np.ones(6), np.zeros(7)].astype(int)
+    small = compare_auc(np.r_[pos[0], neg[0]], np.r_[pos[1], neg[1]], yy)
+    assert small.se == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]))
+
+
+def test_compare_auc_bad_input() -> None:
+    with pytest.raises(MetricsError, match="scores_b has 2 values but y_true has 4"):
+        compare_auc([0.1, 0.2, 0.3, 0.4], [0.1, 0.2], [0, 0, 1, 1])
+    with pytest.raises(MetricsError, match="at least 2 positive"):
+        compare_auc([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0, 0, 1])
+    with pytest.raises(MetricsError, match="alpha"):
+        auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], alpha=1.5)
+    with pytest.raises(MetricsError, match="method"):
+        auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], method="wald")  # type: ignore[arg-type]
+    with pytest.raises(MetricsError, match="n_bootstrap"):
+        auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], method="bootstrap", n_bootstrap=0)
+
+
+# =====================================================================================
+# FROC: hand-computed cases, one per rule
+# =====================================================================================
+
+
+def square(h: int, w: int, *boxes: tuple[int, int, int, int]) -> npt.NDArray[np.bool_]:
+    m = np.zeros((h, w), bool)
+    for r0, r1, c0, c1 in boxes:
+        m[r0:r1, c0:c1] = True
+    return m
+
+
+def at(row: float, col: float, level: int = 5) -> tuple[int, int]:
+    """Level-0 (x, y) of the centre of an evaluation pixel."""
+    return int(col * 2**level + 2 ** (level - 1)), int(row * 2**level + 2 ** (level - 1))
+
+
+def det(p: float, row: float, col: float) -> list[float]:
+    x, y = at(row, col)
+    return [p, x, y]
+
+
+def test_dilation_merges_two_nearby_lesions_and_not_distant_ones() -> None:
+    # Threshold at level 5, mpp 0.243: 75 / (0.243 * 64) = 4.82 pixels.
+    near = square(60, 120, (10, 50, 10, 50), (10, 50, 58, 98))  # 8 px apart: 4 + 4 < 4.82 * 2
+    far = square(60, 120, (10, 50, 10, 50), (10, 50, 60, 100))  # 10 px apart
+    assert evaluation_mask(near, mpp=MPP).max() == 1
+    assert evaluation_mask(far, mpp=MPP).max() == 2
+    dets = {"s": np.array([det(0.9, 30, 30), det(0.8, 30, 80)])}
+    merged = froc({"s": near}, dets, mpp=MPP)
+    apart = froc({"s": far}, dets, mpp=MPP, protocol="strict")
+    assert merged.n_lesions == 1 and apart.n_lesions == 2
+    assert merged.slide("s").is_true_positive.tolist() == [True, False]  # second is dropped
+    assert apart.slide("s").is_true_positive.tolist() == [True, True]
+    # 37.5 µm reach: a detection 4 px (< 4.82) outside the lesion hits it, 5 px does not.
+    touching = froc({"s": far}, {"s": np.array([det(0.7, 30, 53), det(0.6, 30, 55)])}, mpp=MPP)
+    assert touching.slide("s").detection_label.tolist() == [1, 0]
+
+
+def test_itc_regions_are_excluded_from_sensitivity() -> None:
+    # ITC threshold at level 5: 275 / (0.243 * 32) = 35.4 px major axis (after dilation).
+    m = square(100, 100, (5, 8, 5, 8), (40, 80, 40, 80))
+    labels = evaluation_mask(m, mpp=MPP)
+    assert itc_labels(labels, mpp=MPP).tolist() == [1]
+    result = froc({"s": m}, {"s": np.array([det(0.9, 60, 60)])}, mpp=MPP)
+    assert result.n_lesions == 1
+    assert result.slide("s").itc_labels.tolist() == [1]
+    assert result.slide("s").lesion_labels.tolist() == [2]
+    assert result.sensitivity.max() == 1.0
+    # Without ITC exclusion the small region is a lesion, missed: sensitivity 1/2.
+    all_regions = froc({"s": m}, {"s": np.array([det(0.9, 60, 60)])}, mpp=MPP, itc=False)
+    assert all_regions.n_lesions == 2 and all_regions.sensitivity.max() == 0.5
+
+
+def test_detection_in_itc_region_is_neither_tp_nor_fp() -> None:
+    m = square(100, 100, (5, 8, 5, 8), (40, 80, 40, 80))
+    dets = {"s": np.array([det(0.95, 6, 6), det(0.5, 60, 60), det(0.4, 20, 90)])}
+    s = froc({"s": m}, dets, mpp=MPP, protocol="strict").slide("s")
+    assert s.in_itc.tolist() == [True, False, False]
+    assert s.is_true_positive.tolist() == [False, True, False]
+    assert s.is_false_positive.tolist() == [False, False, True]
+    result = froc({"s": m}, dets, mpp=MPP, protocol="strict")
+    # Thresholds: FP 0.4, TP 0.5; the ITC hit at 0.95 adds none.
+    assert result.thresholds.tolist() == [0.4, 0.5, np.inf]
+    assert result.fps_per_image.tolist() == [1.0, 0.0, 0.0]
+    assert result.sensitivity.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_duplicate_detections_in_one_lesion_only_the_best_counts() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    dets = {"s": np.array([det(0.3, 20, 20), det(0.8, 30, 30), det(0.8, 40, 40), det(0.5, 45, 45)])}
+    r = froc({"s": m}, dets, mpp=MPP, protocol="strict")
+    s = r.slide("s")
+    assert s.is_true_positive.tolist() == [False, True, False, False]  # the first of the ties
+    assert not s.is_false_positive.any()
+    assert s.lesion_probability.tolist() == [0.8] and s.lesion_detection.tolist() == [1]
+    assert r.thresholds.tolist() == [0.8, np.inf]
+    assert r.fps_per_image.tolist() == [0.0, 0.0]
+
+
+def test_probability_zero_hit_never_counts() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    dets = {"s": np.array([det(0.0, 30, 30), det(0.2, 2, 2)])}
+    for protocol in ("camelyon16", "strict"):
+        s = froc({"s": m}, dets, mpp=MPP, protocol=protocol).slide("s")
+        assert s.lesion_detection.tolist() == [-1]
+        assert s.is_true_positive.tolist() == [False, False]
+        assert s.n_detected == 0
+
+
+def test_normal_slides_count_in_the_fp_denominator() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    tumor_only = froc({"t": m}, {"t": np.array([det(0.9, 30, 30), det(0.5, 2, 2)])}, mpp=MPP,
+                      protocol="strict")
+    with_normals = froc(
+        {"t": m, "n1": None, "n2": None, "n3": None},
+        {
+            "t": np.array([det(0.9, 30, 30), det(0.5, 2, 2)]),
+            "n1": np.zeros((0, 3)),
+            "n2": np.array([[0.7, 10, 10]]),
+            "n3": np.empty((0, 3)),
+        },
+        mpp=MPP,
+        protocol="strict",
+    )
+    assert tumor_only.fps_per_image.tolist() == [1.0, 0.0, 0.0]
+    # FPs 0.5 (tumor slide) and 0.7 (normal slide), over 4 slides.
+    assert with_normals.n_slides == 4
+    assert with_normals.thresholds.tolist() == [0.5, 0.7, 0.9, np.inf]
+    assert with_normals.fps_per_image.tolist() == [0.5, 0.25, 0.0, 0.0]
+    assert with_normals.slide("n2").is_false_positive.tolist() == [True]
+
+
+def test_lowest_threshold_skipped_in_camelyon16_mode_only() -> None:
+    # One lesion hit at 0.9 (no lesion missed, no ITC: no 0 slot), FPs at 0.2 and 0.6.
+    m = square(60, 60, (10, 50, 10, 50))
+    dets = {"s": np.array([det(0.9, 30, 30), det(0.2, 2, 2), det(0.6, 2, 58)])}
+    official = froc({"s": m}, dets, mpp=MPP)
+    strict = froc({"s": m}, dets, mpp=MPP, protocol="strict")
+    assert official.thresholds.tolist() == [0.6, 0.9, np.inf]  # 0.2 skipped
+    assert official.fps_per_image.tolist() == [1.0, 0.0, 0.0]
+    assert strict.thresholds.tolist() == [0.2, 0.6, 0.9, np.inf]
+    assert strict.fps_per_image.tolist() == [2.0, 1.0, 0.0, 0.0]
+    assert official.sensitivity.tolist() == [1.0, 1.0, 0.0]
+    assert strict.sensitivity.tolist() == [1.0, 1.0, 1.0, 0.0]
+    # Score: interpolation of (fps, sens) reversed at 1/4 .. 8.
+    assert strict.eval_sensitivities.tolist() == [1.0] * 6
+    assert official.eval_sensitivities.tolist() == [1.0] * 6
+    np.testing.assert_array_equal(official.fps_per_image, ref_evaluate({"s": m}, dets, MPP)[0])
+
+
+def test_float32_tp_and_float64_fp_are_different_thresholds_in_camelyon16_mode() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    dets = {"s": np.array([det(0.3, 30, 30), det(0.3, 2, 2), det(0.1, 2, 58)])}
+    official = froc({"s": m}, dets, mpp=MPP)
+    strict = froc({"s": m}, dets, mpp=MPP, protocol="strict")
+    # all_probs = {0.1, 0.3 (FP, float64), 0.30000001192092896 (TP, float32)}; 0.1 skipped.
+    assert official.thresholds.tolist() == [0.3, float(np.float32(0.3)), np.inf]
+    assert official.fps_per_image.tolist() == [1.0, 0.0, 0.0]
+    assert official.sensitivity.tolist() == [1.0, 1.0, 0.0]
+    assert strict.thresholds.tolist() == [0.1, 0.3, np.inf]
+    expected = ref_evaluate({"s": m}, dets, MPP)
+    np.testing.assert_array_equal(official.sensitivity, expected[1])
+    assert official.score == expected[3]
+
+
+def test_score_is_the_mean_of_six_interpolated_sensitivities() -> None:
+    # Two lesions: one hit at 0.9, one at 0.4; 4 FPs (0.95, 0.8, 0.5, 0.3) on 2 slides.
+    m = square(60, 120, (10, 50, 10, 50), (10, 50, 70, 110))
+    dets = {
+        "t": np.array([det(0.9, 30, 30), det(0.4, 30, 90), det(0.95, 55, 55), det(0.8, 55, 60)]),
+        "n": np.array([[0.5, 5, 5], [0.3, 9, 9]]),
+    }
+    r = froc({"t": m, "n": None}, dets, mpp=MPP, protocol="strict")
+    assert r.thresholds.tolist() == [0.3, 0.4, 0.5, 0.8, 0.9, 0.95, np.inf]
+    assert r.fps_per_image.tolist() == [2.0, 1.5, 1.5, 1.0, 0.5, 0.5, 0.0]
+    assert r.sensitivity.tolist() == [1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0]
+    expected = np.interp(EVAL_FPS, r.fps_per_image[::-1], r.sensitivity[::-1])
+    np.testing.assert_array_equal(r.eval_sensitivities, expected)
+    assert r.score == pytest.approx(np.mean(expected))
+    assert r.eval_fps == (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+# =====================================================================================
+# FROC: against the reference port of the official script
+# =====================================================================================
+
+
+@given(slide_cases(), SMALL_MPP)
+def test_camelyon16_mode_reproduces_the_official_script(case: Any, mpp: float) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    fps, sens, evals, score, summaries = ref_evaluate(masks, dets, mpp)
+    result = froc(masks, dets, mpp=mpp)
+    np.testing.assert_array_equal(result.fps_per_image, fps)
+    np.testing.assert_array_equal(result.sensitivity, sens)
+    np.testing.assert_array_equal(result.eval_sensitivities, evals)
+    assert result.score == score
+    for sid, summary in summaries.items():
+        s = result.slide(sid)
+        assert sorted(summary) == sorted(f"Label {k}" for k in s.lesion_labels)
+        for label, p, i in zip(s.lesion_labels, s.lesion_probability, s.lesion_detection,
+                               strict=True):
+            entry = summary[f"Label {label}"]
+            if i < 0:
+                assert entry == [] and p == 0
+            else:  # the official summary keeps the last update, of equal float32 value
+                assert np.float32(entry[0]) == np.float32(p)
+
+
+@given(slide_cases(), SMALL_MPP)
+def test_evaluation_mask_and_itc_equal_the_official_computation(case: Any, mpp: float) -> None:
+    masks, _ = case
+    for m in masks.values():
+        if m is None:
+            continue
+        ref = ref_evaluation_mask(m, mpp, 5)
+        ours = evaluation_mask(m, mpp=mpp)
+        np.testing.assert_array_equal(ours, ref)
+        assert itc_labels(ours, mpp=mpp).tolist() == ref_itc_list(ref, mpp, 5)
+
+
+def test_itc_decision_at_the_exact_threshold_follows_scikit_image() -> None:
+    # A 1-px-wide bar of length L has major axis sqrt(L**2 - 1) (uniform rod); choose mpp so
+    # the ITC threshold 275 / (mpp * 32) equals that exactly for L = 10.
+    bar = np.zeros((5, 14), np.int32)
+    bar[2, 2:12] = 1
+    major = measure.regionprops(bar)[0].axis_major_length
+    for mpp in (275 / (major * 32), np.nextafter(275 / (major * 32), 0)):
+        threshold = 275 / (mpp * 32)
+        assert itc_labels(bar, mpp=mpp).tolist() == ([1] if major < threshold else [])
+
+
+@given(slide_cases(), SMALL_MPP, st.sampled_from(["camelyon16", "strict"]))
+def test_froc_curve_is_monotone(case: Any, mpp: float, protocol: str) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    r = froc(masks, dets, mpp=mpp, protocol=protocol)  # type: ignore[arg-type]
+    assert np.all(np.diff(r.fps_per_image) <= 0)
+    assert np.all(np.diff(r.sensitivity) <= 0)
+    assert np.all(np.diff(r.thresholds) > 0)
+    assert r.fps_per_image[-1] == 0 and r.sensitivity[-1] == 0
+    assert 0 <= r.score <= 1 and np.all((r.sensitivity >= 0) & (r.sensitivity <= 1))
+
+
+@given(slide_cases(), SMALL_MPP, st.data())
+def test_strict_adding_a_hit_inside_a_missed_lesion_never_lowers_the_score(
+    case: Any, mpp: float, data: st.DataObject
+) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    before = froc(masks, dets, mpp=mpp, protocol="strict")
+    missed = [
+        (s.slide_id, label)
+        for s in before.slides
+        for label, i in zip(s.lesion_labels, s.lesion_detection, strict=True)
+        if i < 0
+    ]
+    assume(missed)
+    sid, label = data.draw(st.sampled_from(missed))
+    labels = evaluation_mask(masks[sid], mpp=mpp)
+    rows, cols = np.nonzero(labels == label)
+    k = data.draw(st.integers(0, rows.size - 1))
+    p = data.draw(PROBS)
+    new = dict(dets)
+    new[sid] = np.vstack([dets[sid], [[p, cols[k] * 32 + 5, rows[k] * 32 + 7]]])
+    after = froc(masks, new, mpp=mpp, protocol="strict")
+    assert after.score >= before.score - 1e-12
+
+
+@given(slide_cases(), SMALL_MPP, st.randoms(use_true_random=False))
+def test_slide_order_does_not_matter(case: Any, mpp: float, random: Any) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    keys = list(masks)
+    random.shuffle(keys)
+    a = froc(masks, dets, mpp=mpp)
+    b = froc({k: masks[k] for k in keys}, {k: dets[k] for k in reversed(keys)}, mpp=mpp)
+    np.testing.assert_array_equal(a.fps_per_image, b.fps_per_image)
+    np.testing.assert_array_equal(a.sensitivity, b.sensitivity)
+    assert a.score == b.score
+
+
+@given(slide_cases(), SMALL_MPP, st.integers(0, 5), st.integers(0, 5))
+def test_translating_masks_and_detections_by_evaluation_pixels(
+    case: Any, mpp: float, dr: int, dc: int
+) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    moved_masks = {
+        k: None if m is None else np.pad(m, ((dr, 0), (dc, 0))) for k, m in masks.items()
+    }
+    moved_dets = {k: d + np.array([0, dc * 32, dr * 32]) for k, d in dets.items()}
+    a = froc(masks, dets, mpp=mpp)
+    b = froc(moved_masks, moved_dets, mpp=mpp)
+    np.testing.assert_array_equal(a.fps_per_image, b.fps_per_image)
+    np.testing.assert_array_equal(a.sensitivity, b.sensitivity)
+    assert a.score == b.score
+
+
+# =====================================================================================
+# FROC: bad input
+# =====================================================================================
+
+
+def test_detection_outside_the_mask_is_a_clear_error() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    with pytest.raises(MetricsError, match=r"slide 's': detection 1 .*outside the 60x60 mask"):
+        froc({"s": m}, {"s": np.array([det(0.5, 1, 1), [0.5, 60 * 32, 10]])}, mpp=MPP)
+    with pytest.raises(MetricsError, match="negative"):
+        froc({"s": m}, {"s": np.array([[0.5, -1, 10]])}, mpp=MPP)
+    with pytest.raises(MetricsError, match="negative"):  # also on normal slides
+        froc({"s": m, "n": None}, {"s": np.zeros((0, 3)), "n": np.array([[0.5, 3, -4]])}, mpp=MPP)
+
+
+def test_empty_detection_lists() -> None:
+    m = square(60, 60, (10, 50, 10, 50))
+    r = froc({"s": m, "n": None}, {"s": np.zeros((0, 3)), "n": []}, mpp=MPP)
+    # Only the missed lesion's 0 slot: skipped; the curve is the final point alone.
+    assert r.fps_per_image.tolist() == [0.0] and r.sensitivity.tolist() == [0.0]
+    assert r.score == 0.0
+    assert r.slide("s").lesion_detection.tolist() == [-1]
+    strict = froc({"s": m, "n": None}, {"s": np.zeros((0, 3)), "n": []}, mpp=MPP,
+                  protocol="strict")
+    assert strict.score == 0.0 and strict.thresholds.tolist() == [np.inf]
+
+
+def test_tumor_mask_without_tumor_pixels(caplog: pytest.LogCaptureFixture) -> None:
+    empty = np.zeros((30, 30), bool)
+    lesion = square(60, 60, (10, 50, 10, 50))
+    with caplog.at_level("WARNING", logger="cervixwsi.metrics._froc"):
+        r = froc({"e": empty, "t": lesion},
+                 {"e": np.array([[0.4, 10, 10]]), "t": np.array([det(0.9, 30, 30)])},
+                 mpp=MPP, protocol="strict")
+    assert "no tumor pixels" in caplog.text
+    assert r.slide("e").is_false_positive.tolist() == [True]
+    assert r.n_lesions == 1
+    with pytest.raises(MetricsError, match="none of the 1 slides has a lesion"):
+        froc({"e": empty}, {"e": np.array([[0.4, 10, 10]])}, mpp=MPP)
+
+
+@pytest.mark.parametrize(
+    ("masks", "dets", "kwargs", "match"),
+    [
+        ({"a": None}, {"b": []}, {}, "same slides"),
+        ({"a": np.ones((4, 4), np.uint8)}, {"a": []}, {}, "bool array.*== 255"),
+        ({"a": np.ones((4, 4), bool)}, {"a": [[0.5, 1.5, 3]]}, {}, "non-integer"),
+        ({"a": np.ones((4, 4), bool)}, {"a": [[np.nan, 1, 3]]}, {}, "not finite"),
+        ({"a": np.ones((4, 4), bool)}, {"a": [[-0.1, 1, 3]]}, {}, ">= 0"),
+        ({"a": np.ones((4, 4), bool)}, {"a": [[0.1, 1]]}, {}, r"\(N, 3\)"),
+        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"protocol": "official"}, "protocol"),
+        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"level": -1}, "level"),
+        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"mpp": 0.0}, "mpp"),
+        ({}, {}, {}, "no slides"),
+    ],
+)
+def test_froc_bad_input(masks: Any, dets: Any, kwargs: Any, match: str) -> None:
+    kwargs = {"mpp": MPP, **kwargs}
+    with pytest.raises(MetricsError, match=match):
+        froc(masks, dets, **kwargs)
+
+
+# =====================================================================================
+# Detection CSVs
+# =====================================================================================
+
+
+def test_csv_round_trip_is_exact(tmp_path: Path, rng: np.random.Generator) -> None:
+    dets = np.column_stack([rng.random(50), rng.integers(0, 10**6, 50), rng.integers(0, 10**6, 50)])
+    path = write_detections_csv(tmp_path / "Test_001.csv", dets)
+    np.testing.assert_array_equal(read_detections_csv(path), dets)
+    assert path.read_text().splitlines()[0].count(",") == 2
+
+
+def test_csv_reads_what_the_official_parser_reads(tmp_path: Path) -> None:
+    p = tmp_path / "a.csv"
+    p.write_text("\ufeff0.5, 10,20\n\n1e-3,+3,4\r\n1,0,0")
+    assert read_detections_csv(p).tolist() == [[0.5, 10, 20], [0.001, 3, 4], [1.0, 0, 0]]
+    (tmp_path / "empty.csv").write_text("")
+    assert read_detections_csv(tmp_path / "empty.csv").shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("0.5,10.5,20\n", r"line 1: x coordinate '10.5' is not an integer"),
+        ("0.5,10,20\n0.3,4,2e3\n", r"line 2: y coordinate '2e3' is not an integer"),
+        ("0.5,10,20\n0.7,3\n", r"line 2: expected 3 .* got 2"),  # truncated
+        ("prob,x,y\n0.5,1,2\n", r"line 1: probability 'prob' is not a number"),
+        ("nan,1,2\n", "finite and >= 0"),
+        ("0.5,1,2,9\n", "got 4"),
+    ],
+)
+def test_csv_malformed_lines(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(MetricsError, match=match) as info:
+        read_detections_csv(p)
+    assert "bad.csv" in str(info.value)
+
+
+def test_csv_missing_or_binary_file(tmp_path: Path) -> None:
+    with pytest.raises(MetricsError, match="cannot read.*nope.csv"):
+        read_detections_csv(tmp_path / "nope.csv")
+    (tmp_path / "bin.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(MetricsError, match="not a UTF-8"):
+        read_detections_csv(tmp_path / "bin.csv")
+
+
+# =====================================================================================
+# FROCEvaluator over Rasters and CSVs
+# =====================================================================================
+
+
+def test_evaluator_resamples_like_reading_level5_of_an_asap_mask(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    width, height = 64 * 32 + 17, 48 * 32 + 31  # partial last evaluation pixels
+    level0 = np.zeros((height, width), bool)
+    for _ in range(6):
+        y, x = rng.integers(0, height - 600), rng.integers(0, width - 600)
+        level0[y : y + rng.integers(20, 600), x : x + rng.integers(20, 600)] = True
+    level5 = level0[::32, ::32][: height // 32, : width // 32]  # ASAP: top-left, floor size
+    ys, xs = rng.integers(0, (height // 32) * 32, 40), rng.integers(0, (width // 32) * 32, 40)
+    dets = np.column_stack([rng.random(40).round(2), xs, ys])
+    write_detections_csv(tmp_path / "t.csv", dets)
+    expected = froc({"t": level5, "n": None}, {"t": dets, "n": dets[:5]}, mpp=MPP)
+    # Ground truth at level 0, at downsample 8 (mask made from the level-0 one) and as CSV.
+    down8 = Raster(level0[::8, ::8], 8, (width, height), mpp=MPP)
+    assert np.array_equal(down8.array[::4, ::4][: height // 32, : width // 32], level5)
+    evaluator = FROCEvaluator(progress=False)
+    for gt in (Raster(level0, 1, (width, height), mpp=MPP), down8):
+        got = evaluator.evaluate({"t": gt, "n": None}, {"t": tmp_path / "t.csv", "n": dets[:5]})
+        np.testing.assert_array_equal(got.fps_per_image, expected.fps_per_image)
+        np.testing.assert_array_equal(got.sensitivity, expected.sensitivity)
+        assert got.score == expected.score
+    labels = evaluator.evaluation_mask(down8)
+    np.testing.assert_array_equal(labels, evaluation_mask(level5, mpp=MPP))
+
+
+def test_evaluator_errors_name_the_slide() -> None:
+    gt = Raster(np.ones((10, 10), bool), 32, (320, 330), mpp=MPP)
+    ev = FROCEvaluator(progress=False)
+    with pytest.raises(MetricsError, match=r"slide 'a'.*outside the slide of 320x330"):
+        ev.evaluate({"a": gt}, {"a": np.array([[0.5, 320, 3]])})
+    with pytest.raises(MetricsError, match=r"slide 'a'.*outside the 10x10 mask"):
+        ev.evaluate({"a": gt}, {"a": np.array([[0.5, 3, 325]])})  # in the partial last row
+    no_mpp = Raster(np.ones((10, 10), bool), 32, (320, 320))
+    with pytest.raises(MetricsError, match="slide 'b'.*no mpp"):
+        ev.evaluate({"b": no_mpp}, {"b": []})
+    assert ev.evaluate({"b": no_mpp}, {"b": [[0.5, 3, 3]]}, mpp=MPP).n_lesions == 1
+    with pytest.raises(MetricsError, match="bool Raster"):
+        ev.evaluate({"a": gt.with_array(np.ones((10, 10)))}, {"a": []})
+    with pytest.raises(MetricsError, match="smaller than one evaluation pixel"):
+        ev.evaluate({"c": Raster(np.ones((1, 1), bool), 16, (16, 16), mpp=MPP)}, {"c": []})
+    with pytest.raises(MetricsError, match="protocol"):
+        FROCEvaluator(protocol="x", progress=False).evaluate(  # type: ignore[arg-type]
+            {"a": gt}, {"a": []}
+        )
+
+
+# =====================================================================================
+# detect_lesions
+# =====================================================================================
+
+
+def test_detect_lesions_components_reports_each_components_maximum() -> None:
+    p = np.zeros((6, 8))
+    p[1, 1], p[1, 2], p[2, 3] = 0.6, 0.9, 0.7  # one 8-connected component
+    p[4, 6], p[4, 7] = 0.8, 0.8  # a tie: the first in raster order
+    p[0, 7] = 0.49  # below threshold
+    p[5, 0] = np.nan
+    heat = Raster(p, 256, (8 * 256 - 100, 6 * 256), mpp=0.25)
+    d = detect_lesions(heat)
+    assert d.tolist() == [[0.9, 2 * 256 + 128, 1 * 256 + 128], [0.8, 6 * 256 + 128, 4 * 256 + 128]]
+    low = detect_lesions(heat, threshold=0.4)
+    # The last column is clipped: its centre is in the middle of its 156 level-0 pixels.
+    assert low[-1].tolist() == [0.49, 7 * 256 + 78, 128]
+
+
+def test_detect_lesions_nms_suppresses_within_the_radius() -> None:
+    p = np.zeros((10, 10))
+    p[2, 2], p[2, 4], p[2, 9], p[8, 8] = 0.9, 0.8, 0.7, 0.6
+    p[5, 5] = p[5, 6] = 0.55  # a plateau: one detection
+    heat = Raster(p, 100, (1000, 1000), mpp=0.5)  # 50 µm per heatmap pixel
+    d = detect_lesions(heat, method="nms", radius_um=150, threshold=0.5)
+    # (2,4) is 2 px = 100 µm from (2,2): suppressed; (2,9) 7 px away: kept.
+    assert d[:, 0].tolist() == [0.9, 0.7, 0.6, 0.55]
+    assert d[-1, 1:].tolist() == [550, 550]
+    assert detect_lesions(heat, method="nms", radius_um=40)[:, 0].tolist() == [0.9, 0.8, 0.7, 0.6,
+                                                                              0.55]
+    with pytest.raises(MetricsError, match="mpp"):
+        detect_lesions(Raster(p, 100, (1000, 1000)), method="nms")
+    with pytest.raises(MetricsError, match="method"):
+        detect_lesions(heat, method="peaks")  # type: ignore[arg-type]
+
+
+def test_detections_from_a_heatmap_feed_froc() -> None:
+    tumor = square(64, 64, (8, 40, 8, 40))
+    heat = np.where(np.kron(tumor, np.ones((1, 1))), 0.9, 0.05)[::8, ::8]  # one px per 8
+    heat[7, 7] = 0.8  # a false alarm far from the lesion
+    raster = Raster(heat, 256, (64 * 32, 64 * 32), mpp=MPP)
+    dets = detect_lesions(raster)
+    r = froc({"s": tumor}, {"s": dets}, mpp=MPP, protocol="strict")
+    assert r.slide("s").n_detected == 1 and r.slide("s").n_false_positives == 1
+
+
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 12)),
+                  elements=st.floats(0, 1)), st.sampled_from(["components", "nms"]))
+def test_detect_lesions_properties(p: Any, method: str) -> None:
+    heat = Raster(p, 64, (p.shape[1] * 64, p.shape[0] * 64), mpp=1.0)
+    d = detect_lesions(heat, method=method, radius_um=100)  # type: ignore[arg-type]
+    assert np.all(np.diff(d[:, 0]) <= 0) and np.all(d[:, 0] >= 0.5)
+    assert np.array_equal(d[:, 1:], np.floor(d[:, 1:]))
+    # Every detection is the value of the heatmap pixel it lies in.
+    np.testing.assert_array_equal(heat.values_at(d[:, 1], d[:, 2]), d[:, 0])
+    if method == "components":
+        n = nd.label(p >= 0.5, structure=np.ones((3, 3)))[1]
+        assert len(d) == n
+
+
+def test_brute_force_reference_helpers_agree_with_itertools() -> None:
+    """Sanity of the test's own DeLong reference: AUC = mean of psi over all pairs."""
+    pos, neg = np.array([[0.2, 0.5, 0.5]]), np.array([[0.5, 0.1]])
+    aucs, _ = brute_force_delong(pos, neg)
+    pairs = list(itertools.product(pos[0], neg[0]))
+    assert aucs[0] == sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / 6
