@@ -50,7 +50,7 @@ def synthetic_heatmap(rng: np.random.Generator, tumor: bool, shape: tuple[int, i
 
 
 def plain_loop(heatmap: Raster, thresholds: tuple[float, ...] = (0.5, 0.9)) -> list[float]:
-    """The straightforward implementation: one regionprops per threshold, then feature by feature."""
+    """The straightforward way: one regionprops per threshold, then feature by feature."""
     p = np.asarray(heatmap.array, dtype=np.float64)
     tissue = np.isfinite(p)
     pz = np.where(tissue, p, 0.0)
@@ -67,15 +67,19 @@ def plain_loop(heatmap: Raster, thresholds: tuple[float, ...] = (0.5, 0.9)) -> l
         n = len(props)
         tumor_px = sum(r.area for r in props)
         if n:
+            # The largest region; ties broken as the library documents.
+            biggest = max(r.area for r in props)
             largest = max(
-                props,
-                key=lambda r: (
-                    r.area,
-                    *(
-                        round(float(getattr(r, k)), 9)
-                        for k in ("extent", "axis_major_length", "eccentricity", "solidity")
-                    ),
-                    round(float(r.perimeter), 9),
+                (r for r in props if r.area == biggest),
+                key=lambda r: tuple(
+                    round(float(getattr(r, k)), 9)
+                    for k in (
+                        "extent",
+                        "axis_major_length",
+                        "eccentricity",
+                        "solidity",
+                        "perimeter",
+                    )
                 ),
             )
         out += [

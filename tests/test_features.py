@@ -285,6 +285,32 @@ def test_nan_inside_tissue_is_an_error_naming_the_pixel() -> None:
         EXTRACTOR.extract(heatmap(p), np.ones((4, 4), bool))
 
 
+def test_nan_inside_tissue_can_be_excluded_on_request(caplog: pytest.LogCaptureFixture) -> None:
+    p = np.full((4, 4), 0.3)
+    p[2, 1] = np.nan
+    p[0, 0] = 0.95
+    ex = HeatmapFeatureExtractor(on_missing="exclude")
+    with caplog.at_level(logging.INFO, logger="cervixwsi.features"):
+        fv = ex.extract(heatmap(p), np.ones((4, 4), bool))
+    assert "1 tissue pixel" in caplog.text
+    assert fv["tumor_tissue_ratio@0.9"] == pytest.approx(1 / 15)
+    with pytest.raises(ParameterError, match="on_missing"):
+        HeatmapFeatureExtractor(on_missing="zero").extract(heatmap(p))  # type: ignore[arg-type]
+
+
+def test_works_on_the_heatmap_class_of_the_heatmaps_stage() -> None:
+    hm = pytest.importorskip("cervixwsi.heatmap")
+    p = np.full((4, 6), np.nan, np.float32)
+    p[1:3, 1:5] = [[0.1, 0.95, 0.97, 0.2], [0.3, 0.92, 0.6, 0.1]]
+    info = hm.HeatmapInfo("s-42", 256, 0, 1.0, 256.0, 0.5, "demo")
+    h = hm.Heatmap(p, 256, (6 * 256, 4 * 256), tissue_mask=np.isfinite(p), info=info, mpp=0.5)
+    fv = EXTRACTOR.extract(h)
+    assert fv.slide_id == "s-42"
+    assert fv["n_regions@0.9"] == 1
+    assert fv["total_tumor_area_um2@0.9"] == pytest.approx(3 * 128.0**2)
+    assert fv["tumor_tissue_ratio@0.9"] == pytest.approx(3 / 8)
+
+
 @pytest.mark.parametrize(
     ("p", "mask", "match"),
     [
@@ -442,6 +468,18 @@ def test_extract_many_names_the_bad_heatmap(rng: np.random.Generator) -> None:
     masks = [None, np.ones((10, 12), bool)]
     with pytest.raises(FeatureError, match="heatmap 1"):
         EXTRACTOR.extract_many([*_maps(rng, 1), heatmap(bad)], tissue_masks=masks, progress=False)
+
+
+def test_extract_many_needs_one_mask_and_id_per_heatmap(rng: np.random.Generator) -> None:
+    hms = _maps(rng, 3)
+    with pytest.raises(ParameterError, match="tissue_masks ran out at heatmap 2"):
+        EXTRACTOR.extract_many(hms, tissue_masks=[None, None], progress=False)
+    with pytest.raises(ParameterError, match="2 slide_ids"):
+        EXTRACTOR.extract_many(hms, slide_ids=["a", "b"], progress=False)
+    with pytest.raises(ParameterError, match="4 slide_ids for 3"):
+        EXTRACTOR.extract_many(hms, slide_ids=["a", "b", "c", "d"], progress=False)
+    empty = EXTRACTOR.extract_many([], progress=False)
+    assert empty.shape == (0, 28) and empty.names == EXTRACTOR.feature_names()
 
 
 def test_feature_table_round_trips_through_csv(rng: np.random.Generator, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def ref_itc_list(evaluation_mask: Any, resolution: float, level: int) -> list[in
     properties = measure.regionprops(evaluation_mask)
     isolated = []
     threshold = 275 / (resolution * pow(2, level))
-    for i in range(0, max_label):
+    for i in range(max_label):
         if properties[i].axis_major_length < threshold:
             isolated.append(i + 1)
     return isolated
@@ -85,16 +85,16 @@ def ref_fp_tp_probs(
         if i not in itc:
             summary["Label " + str(i)] = []
     if is_tumor:
-        for i in range(0, len(xcorr)):
+        for i in range(len(xcorr)):
             hitted = evaluation_mask[int(ycorr[i] / pow(2, level)), int(xcorr[i] / pow(2, level))]
             if hitted == 0:
                 fp_probs.append(probs[i])
-            elif hitted not in itc:
-                if probs[i] > float(tp_probs[hitted - 1]):  # NumPy 1: compared in float64
-                    summary["Label " + str(hitted)] = [probs[i], xcorr[i], ycorr[i]]
-                    tp_probs[hitted - 1] = probs[i]
+            # NumPy 1 compares a Python float with a float32 scalar in float64.
+            elif hitted not in itc and probs[i] > float(tp_probs[hitted - 1]):
+                summary["Label " + str(hitted)] = [probs[i], xcorr[i], ycorr[i]]
+                tp_probs[hitted - 1] = probs[i]
     else:
-        for i in range(0, len(xcorr)):
+        for i in range(len(xcorr)):
             fp_probs.append(probs[i])
     return fp_probs, tp_probs, max_label - len(itc), summary
 
@@ -156,9 +156,9 @@ PROBS = st.one_of(
 
 
 @st.composite
-def slide_cases(draw: st.DrawFn, level: int = 5) -> tuple[
-    dict[str, npt.NDArray[np.bool_] | None], dict[str, npt.NDArray[np.float64]]
-]:
+def slide_cases(
+    draw: st.DrawFn, level: int = 5
+) -> tuple[dict[str, npt.NDArray[np.bool_] | None], dict[str, npt.NDArray[np.float64]]]:
     n_slides = draw(st.integers(1, 4))
     masks: dict[str, npt.NDArray[np.bool_] | None] = {}
     dets: dict[str, npt.NDArray[np.float64]] = {}
@@ -281,15 +281,31 @@ def brute_force_delong(pos: Any, neg: Any) -> tuple[Any, Any]:
         return 1.0 if x > y else 0.5 if x == y else 0.0
 
     k, m, n = pos.shape[0], pos.shape[1], neg.shape[1]
-    v10 = np.array([[sum(psi(pos[r, i], neg[r, j]) for j in range(n)) / n for i in range(m)]
-                    for r in range(k)])
-    v01 = np.array([[sum(psi(pos[r, i], neg[r, j]) for i in range(m)) / m for j in range(n)]
-                    for r in range(k)])
+    v10 = np.array(
+        [[sum(psi(pos[r, i], neg[r, j]) for j in range(n)) / n for i in range(m)] for r in range(k)]
+    )
+    v01 = np.array(
+        [[sum(psi(pos[r, i], neg[r, j]) for i in range(m)) / m for j in range(n)] for r in range(k)]
+    )
     aucs = v10.mean(axis=1)
-    s10 = np.array([[sum((v10[a, i] - aucs[a]) * (v10[b, i] - aucs[b]) for i in range(m))
-                     / (m - 1) for b in range(k)] for a in range(k)])
-    s01 = np.array([[sum((v01[a, j] - aucs[a]) * (v01[b, j] - aucs[b]) for j in range(n))
-                     / (n - 1) for b in range(k)] for a in range(k)])
+    s10 = np.array(
+        [
+            [
+                sum((v10[a, i] - aucs[a]) * (v10[b, i] - aucs[b]) for i in range(m)) / (m - 1)
+                for b in range(k)
+            ]
+            for a in range(k)
+        ]
+    )
+    s01 = np.array(
+        [
+            [
+                sum((v01[a, j] - aucs[a]) * (v01[b, j] - aucs[b]) for j in range(n)) / (n - 1)
+                for b in range(k)
+            ]
+            for a in range(k)
+        ]
+    )
     return aucs, s10 / m + s01 / n
 
 
@@ -301,7 +317,11 @@ def brute_force_delong(pos: Any, neg: Any) -> tuple[Any, Any]:
 )
 def test_delong_covariance_equals_its_definition(m: int, n: int, seed: int, ties: bool) -> None:
     rng = np.random.default_rng(seed)
-    draw = (lambda size: rng.integers(0, 4, size) / 4) if ties else (lambda size: rng.normal(size=size))
+    draw = (
+        (lambda size: rng.integers(0, 4, size) / 4)
+        if ties
+        else (lambda size: rng.normal(size=size))
+    )
     pos, neg = draw((2, m)).astype(float), draw((2, n)).astype(float)
     aucs, cov = _delong(pos, neg)
     ref_aucs, ref_cov = brute_force_delong(pos, neg)
@@ -337,7 +357,6 @@ def test_bootstrap_ci_is_seeded_and_stratified() -> None:
     assert (perfect.low, perfect.auc, perfect.high) == (1.0, 1.0, 1.0)
 
 
-@pytest.mark.slow
 def test_ci_coverage_is_roughly_nominal() -> None:
     """Over 150 simulated cohorts with true AUC ≈ 0.76, 95% CIs cover it about 95% of the time."""
     rng = np.random.default_rng(7)
@@ -483,8 +502,9 @@ def test_probability_zero_hit_never_counts() -> None:
 
 def test_normal_slides_count_in_the_fp_denominator() -> None:
     m = square(60, 60, (10, 50, 10, 50))
-    tumor_only = froc({"t": m}, {"t": np.array([det(0.9, 30, 30), det(0.5, 2, 2)])}, mpp=MPP,
-                      protocol="strict")
+    tumor_only = froc(
+        {"t": m}, {"t": np.array([det(0.9, 30, 30), det(0.5, 2, 2)])}, mpp=MPP, protocol="strict"
+    )
     with_normals = froc(
         {"t": m, "n1": None, "n2": None, "n3": None},
         {
@@ -510,7 +530,8 @@ def test_lowest_threshold_skipped_in_camelyon16_mode_only() -> None:
     dets = {"s": np.array([det(0.9, 30, 30), det(0.2, 2, 2), det(0.6, 2, 58)])}
     official = froc({"s": m}, dets, mpp=MPP)
     strict = froc({"s": m}, dets, mpp=MPP, protocol="strict")
-    assert official.thresholds.tolist() == [0.6, 0.9, np.inf]  # 0.2 skipped
+    # 0.2 skipped; the TP's threshold is its float32 slot.
+    assert official.thresholds.tolist() == [0.6, float(np.float32(0.9)), np.inf]
     assert official.fps_per_image.tolist() == [1.0, 0.0, 0.0]
     assert strict.thresholds.tolist() == [0.2, 0.6, 0.9, np.inf]
     assert strict.fps_per_image.tolist() == [2.0, 1.0, 0.0, 0.0]
@@ -572,13 +593,101 @@ def test_camelyon16_mode_reproduces_the_official_script(case: Any, mpp: float) -
     for sid, summary in summaries.items():
         s = result.slide(sid)
         assert sorted(summary) == sorted(f"Label {k}" for k in s.lesion_labels)
-        for label, p, i in zip(s.lesion_labels, s.lesion_probability, s.lesion_detection,
-                               strict=True):
+        for label, p, i in zip(
+            s.lesion_labels, s.lesion_probability, s.lesion_detection, strict=True
+        ):
             entry = summary[f"Label {label}"]
             if i < 0:
                 assert entry == [] and p == 0
             else:  # the official summary keeps the last update, of equal float32 value
                 assert np.float32(entry[0]) == np.float32(p)
+
+
+def realistic_cohort(
+    rng: np.random.Generator, n_slides: int, shape: tuple[int, int], n_dets: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Slides at level 5 and 0.243 µm/px: lesions from single cells to 2 mm, some normal slides."""
+    masks: dict[str, Any] = {}
+    dets: dict[str, Any] = {}
+    h, w = shape
+    for i in range(n_slides):
+        if i % 3 == 2:
+            masks[f"normal_{i}"] = None
+        else:
+            m = np.zeros(shape, bool)
+            for _ in range(rng.integers(1, 12)):
+                r, c = rng.integers(0, h), rng.integers(0, w)
+                rr, cc = rng.integers(1, 60), rng.integers(1, 60)
+                m[r : r + rr, c : c + cc] = True
+            masks[f"tumor_{i}"] = m
+        key = list(masks)[-1]
+        probs = rng.random(n_dets).astype(np.float32).astype(np.float64)  # float32 heatmaps
+        probs[: n_dets // 10] = np.round(probs[: n_dets // 10], 2)
+        dets[key] = np.column_stack(
+            [probs, rng.integers(0, w * 32, n_dets), rng.integers(0, h * 32, n_dets)]
+        )
+    return masks, dets
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_camelyon16_mode_reproduces_the_official_script_on_realistic_slides(seed: int) -> None:
+    masks, dets = realistic_cohort(np.random.default_rng(seed), 9, (160, 220), 150)
+    fps, sens, evals, score, _ = ref_evaluate(masks, dets, MPP)
+    result = FROCEvaluator(progress=False).evaluate(
+        {
+            k: None if m is None else Raster(m, 32, (220 * 32, 160 * 32), mpp=MPP)
+            for k, m in masks.items()
+        },
+        dets,
+    )
+    np.testing.assert_array_equal(result.fps_per_image, fps)
+    np.testing.assert_array_equal(result.sensitivity, sens)
+    np.testing.assert_array_equal(result.eval_sensitivities, evals)
+    assert result.score == score
+    assert 0 < result.score < 1 and result.n_lesions > 5
+
+
+def ref_strict(
+    masks: dict[str, Any], detections: dict[str, Any], resolution: float, level: int = 5
+) -> tuple[Any, Any, float]:
+    """The strict protocol, written plainly: float64 slots, every threshold, no 0 slots."""
+    fps: list[float] = []
+    hits: list[float] = []
+    n_lesions = 0
+    for case, mask in masks.items():
+        d = detections[case]
+        if mask is None:
+            fps.extend(float(p) for p in d[:, 0])
+            continue
+        em = ref_evaluation_mask(mask, resolution, level)
+        itc = ref_itc_list(em, resolution, level)
+        best = {label: 0.0 for label in range(1, int(em.max()) + 1) if label not in itc}
+        n_lesions += len(best)
+        for p, x, y in d:
+            label = int(em[int(y) // 2**level, int(x) // 2**level])
+            if label == 0:
+                fps.append(float(p))
+            elif label in best and p > best[label]:
+                best[label] = float(p)
+        hits.extend(p for p in best.values() if p > 0)
+    curve_fps, curve_sens = [], []
+    for t in sorted(set(fps + hits)):
+        curve_fps.append(sum(p >= t for p in fps) / len(masks))
+        curve_sens.append(sum(p >= t for p in hits) / n_lesions)
+    f = np.array([*curve_fps, 0.0])
+    s = np.array([*curve_sens, 0.0])
+    return f, s, float(np.mean(np.interp([0.25, 0.5, 1, 2, 4, 8], f[::-1], s[::-1])))
+
+
+@given(slide_cases(), SMALL_MPP)
+def test_strict_mode_equals_a_plain_implementation(case: Any, mpp: float) -> None:
+    masks, dets = case
+    assume(has_lesion(masks, mpp))
+    fps, sens, score = ref_strict(masks, dets, mpp)
+    result = froc(masks, dets, mpp=mpp, protocol="strict")
+    np.testing.assert_array_equal(result.fps_per_image, fps)
+    np.testing.assert_array_equal(result.sensitivity, sens)
+    assert result.score == score
 
 
 @given(slide_cases(), SMALL_MPP)
@@ -613,7 +722,11 @@ def test_froc_curve_is_monotone(case: Any, mpp: float, protocol: str) -> None:
     assert np.all(np.diff(r.sensitivity) <= 0)
     assert np.all(np.diff(r.thresholds) > 0)
     assert r.fps_per_image[-1] == 0 and r.sensitivity[-1] == 0
-    assert 0 <= r.score <= 1 and np.all((r.sensitivity >= 0) & (r.sensitivity <= 1))
+    probs = np.concatenate([d[:, 0] for d in dets.values()])
+    if protocol == "strict" or not np.any((probs > 0) & (np.float32(probs) == 0)):
+        assert 0 <= r.score <= 1 and np.all((r.sensitivity >= 0) & (r.sensitivity <= 1))
+    # else: the official script's float32 underflow, reproduced: a threshold p > 0 that is 0
+    # in float32 counts every missed lesion (0 slot) as detected.
 
 
 @given(slide_cases(), SMALL_MPP, st.data())
@@ -660,12 +773,21 @@ def test_translating_masks_and_detections_by_evaluation_pixels(
 ) -> None:
     masks, dets = case
     assume(has_lesion(masks, mpp))
-    moved_masks = {
-        k: None if m is None else np.pad(m, ((dr, 0), (dc, 0))) for k, m in masks.items()
-    }
-    moved_dets = {k: d + np.array([0, dc * 32, dr * 32]) for k, d in dets.items()}
-    a = froc(masks, dets, mpp=mpp)
-    b = froc(moved_masks, moved_dets, mpp=mpp)
+    # Lesions away from the border (the dilation is clipped there), then moved.
+    margin = 6  # > the dilation radius for these mpp values
+
+    def move(by_r: int, by_c: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        pad = ((margin + by_r, margin), (margin + by_c, margin))
+        return (
+            {k: None if m is None else np.pad(m, pad) for k, m in masks.items()},
+            {
+                k: d + np.array([0, (margin + by_c) * 32, (margin + by_r) * 32])
+                for k, d in dets.items()
+            },
+        )
+
+    a = froc(*move(0, 0), mpp=mpp)
+    b = froc(*move(dr, dc), mpp=mpp)
     np.testing.assert_array_equal(a.fps_per_image, b.fps_per_image)
     np.testing.assert_array_equal(a.sensitivity, b.sensitivity)
     assert a.score == b.score
@@ -693,8 +815,7 @@ def test_empty_detection_lists() -> None:
     assert r.fps_per_image.tolist() == [0.0] and r.sensitivity.tolist() == [0.0]
     assert r.score == 0.0
     assert r.slide("s").lesion_detection.tolist() == [-1]
-    strict = froc({"s": m, "n": None}, {"s": np.zeros((0, 3)), "n": []}, mpp=MPP,
-                  protocol="strict")
+    strict = froc({"s": m, "n": None}, {"s": np.zeros((0, 3)), "n": []}, mpp=MPP, protocol="strict")
     assert strict.score == 0.0 and strict.thresholds.tolist() == [np.inf]
 
 
@@ -702,9 +823,12 @@ def test_tumor_mask_without_tumor_pixels(caplog: pytest.LogCaptureFixture) -> No
     empty = np.zeros((30, 30), bool)
     lesion = square(60, 60, (10, 50, 10, 50))
     with caplog.at_level("WARNING", logger="cervixwsi.metrics._froc"):
-        r = froc({"e": empty, "t": lesion},
-                 {"e": np.array([[0.4, 10, 10]]), "t": np.array([det(0.9, 30, 30)])},
-                 mpp=MPP, protocol="strict")
+        r = froc(
+            {"e": empty, "t": lesion},
+            {"e": np.array([[0.4, 10, 10]]), "t": np.array([det(0.9, 30, 30)])},
+            mpp=MPP,
+            protocol="strict",
+        )
     assert "no tumor pixels" in caplog.text
     assert r.slide("e").is_false_positive.tolist() == [True]
     assert r.n_lesions == 1
@@ -772,8 +896,16 @@ def test_csv_malformed_lines(tmp_path: Path, text: str, match: str) -> None:
     assert "bad.csv" in str(info.value)
 
 
+def test_csv_write_errors(tmp_path: Path) -> None:
+    with pytest.raises(MetricsError, match=r"cannot write detections CSV .*no_such_dir"):
+        write_detections_csv(tmp_path / "no_such_dir" / "a.csv", [[0.5, 1, 2]])
+    with pytest.raises(MetricsError, match="non-integer"):
+        write_detections_csv(tmp_path / "a.csv", [[0.5, 1.5, 2]])
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_csv_missing_or_binary_file(tmp_path: Path) -> None:
-    with pytest.raises(MetricsError, match="cannot read.*nope.csv"):
+    with pytest.raises(MetricsError, match=r"cannot read.*nope\.csv"):
         read_detections_csv(tmp_path / "nope.csv")
     (tmp_path / "bin.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(MetricsError, match="not a UTF-8"):
@@ -810,6 +942,32 @@ def test_evaluator_resamples_like_reading_level5_of_an_asap_mask(tmp_path: Path)
     np.testing.assert_array_equal(labels, evaluation_mask(level5, mpp=MPP))
 
 
+def test_evaluator_takes_annotations_rasterised_at_the_evaluation_level() -> None:
+    from cervixwsi.annotations import Annotation, AnnotationSet, rasterize
+
+    dims = (60 * 32 + 5, 50 * 32)
+    lesion = Annotation(np.array([[320, 320], [1600, 320], [1600, 1300], [320, 1300]]))
+    hole = Annotation(np.array([[640, 640], [900, 640], [900, 900]]), label="exclusion")
+    cells = Annotation(np.array([[1860, 20], [1900, 20], [1900, 60], [1860, 60]]))  # 10 µm
+    annotations = AnnotationSet([lesion, hole, cells])
+    mask = rasterize(annotations, (50, 60), 32, slide_dimensions=dims).array
+    assert mask.shape == (50, 60) and mask.sum() > 500
+    dets = {"a": np.array([[0.8, 1000, 1000], [0.6, 1872, 48], [0.4, 100, 1500]]), "n": []}
+    expected = froc({"a": mask, "n": None}, dets, mpp=MPP)
+    got = FROCEvaluator(progress=False).evaluate(
+        {"a": annotations, "n": None}, dets, mpp=MPP, slide_dimensions={"a": dims}
+    )
+    np.testing.assert_array_equal(got.sensitivity, expected.sensitivity)
+    np.testing.assert_array_equal(got.fps_per_image, expected.fps_per_image)
+    s = got.slide("a")
+    assert s.is_true_positive.tolist() == [True, False, False]
+    assert s.in_itc.tolist() == [False, True, False] and s.is_false_positive.tolist()[2]
+    with pytest.raises(MetricsError, match="slide_dimensions"):
+        FROCEvaluator(progress=False).evaluate({"a": annotations}, {"a": []}, mpp=MPP)
+    with pytest.raises(MetricsError, match="got list"):
+        FROCEvaluator(progress=False).evaluate({"a": [lesion]}, {"a": []}, mpp=MPP)  # type: ignore[dict-item]
+
+
 def test_evaluator_errors_name_the_slide() -> None:
     gt = Raster(np.ones((10, 10), bool), 32, (320, 330), mpp=MPP)
     ev = FROCEvaluator(progress=False)
@@ -818,9 +976,9 @@ def test_evaluator_errors_name_the_slide() -> None:
     with pytest.raises(MetricsError, match=r"slide 'a'.*outside the 10x10 mask"):
         ev.evaluate({"a": gt}, {"a": np.array([[0.5, 3, 325]])})  # in the partial last row
     no_mpp = Raster(np.ones((10, 10), bool), 32, (320, 320))
-    with pytest.raises(MetricsError, match="slide 'b'.*no mpp"):
+    with pytest.raises(MetricsError, match=r"slide 'b'.*no mpp"):
         ev.evaluate({"b": no_mpp}, {"b": []})
-    assert ev.evaluate({"b": no_mpp}, {"b": [[0.5, 3, 3]]}, mpp=MPP).n_lesions == 1
+    assert ev.evaluate({"b": no_mpp}, {"b": [[0.5, 3, 3]]}, mpp=2.0).n_lesions == 1
     with pytest.raises(MetricsError, match="bool Raster"):
         ev.evaluate({"a": gt.with_array(np.ones((10, 10)))}, {"a": []})
     with pytest.raises(MetricsError, match="smaller than one evaluation pixel"):
@@ -850,6 +1008,22 @@ def test_detect_lesions_components_reports_each_components_maximum() -> None:
     assert low[-1].tolist() == [0.49, 7 * 256 + 78, 128]
 
 
+def test_result_lookup_and_detect_lesions_errors() -> None:
+    r = froc({"s": square(60, 60, (10, 50, 10, 50))}, {"s": []}, mpp=MPP)
+    assert r.slide_ids == ("s",)
+    with pytest.raises(MetricsError, match="no slide 'x'"):
+        r.slide("x")
+    heat = Raster(np.zeros((2, 2)), 256, (512, 512), mpp=0.25)
+    with pytest.raises(MetricsError, match="threshold"):
+        detect_lesions(heat, threshold=np.nan)
+    with pytest.raises(MetricsError, match="numeric"):
+        detect_lesions(heat.with_array(np.array([["a", "b"], ["c", "d"]])))
+    with pytest.raises(MetricsError, match="radius_um"):
+        detect_lesions(heat, method="nms", radius_um=-1)
+    assert detect_lesions(heat).shape == (0, 3)
+    assert detect_lesions(heat, method="nms").shape == (0, 3)
+
+
 def test_detect_lesions_nms_suppresses_within_the_radius() -> None:
     p = np.zeros((10, 10))
     p[2, 2], p[2, 4], p[2, 9], p[8, 8] = 0.9, 0.8, 0.7, 0.6
@@ -859,8 +1033,9 @@ def test_detect_lesions_nms_suppresses_within_the_radius() -> None:
     # (2,4) is 2 px = 100 µm from (2,2): suppressed; (2,9) 7 px away: kept.
     assert d[:, 0].tolist() == [0.9, 0.7, 0.6, 0.55]
     assert d[-1, 1:].tolist() == [550, 550]
-    assert detect_lesions(heat, method="nms", radius_um=40)[:, 0].tolist() == [0.9, 0.8, 0.7, 0.6,
-                                                                              0.55]
+    # Under one pixel of radius nothing is suppressed, not even the plateau's twin.
+    small = detect_lesions(heat, method="nms", radius_um=40)
+    assert small[:, 0].tolist() == [0.9, 0.8, 0.7, 0.6, 0.55, 0.55]
     with pytest.raises(MetricsError, match="mpp"):
         detect_lesions(Raster(p, 100, (1000, 1000)), method="nms")
     with pytest.raises(MetricsError, match="method"):
@@ -877,8 +1052,12 @@ def test_detections_from_a_heatmap_feed_froc() -> None:
     assert r.slide("s").n_detected == 1 and r.slide("s").n_false_positives == 1
 
 
-@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 12)),
-                  elements=st.floats(0, 1)), st.sampled_from(["components", "nms"]))
+@given(
+    hnp.arrays(
+        np.float64, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.floats(0, 1)
+    ),
+    st.sampled_from(["components", "nms"]),
+)
 def test_detect_lesions_properties(p: Any, method: str) -> None:
     heat = Raster(p, 64, (p.shape[1] * 64, p.shape[0] * 64), mpp=1.0)
     d = detect_lesions(heat, method=method, radius_um=100)  # type: ignore[arg-type]

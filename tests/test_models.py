@@ -43,7 +43,11 @@ from cervixwsi.models._augment import _rotate  # noqa: E402
 from cervixwsi.models._data import source_dataset  # noqa: E402
 from cervixwsi.models._training import _Plateau  # noqa: E402
 
-pytestmark = pytest.mark.tf
+pytestmark = [
+    pytest.mark.tf,
+    # Keras 3.15 under numpy 2.4, when tests call keras' own saving (not cervixwsi's)
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning"),
+]
 
 SIZE = 64  # model input in most tests
 PATCH = 72  # patch side (the study crops 224 from 256; here 64 from 72)
@@ -62,14 +66,14 @@ def textures(
     out = np.empty((n, size, size, 3), np.uint8)
     for i, lab in enumerate(labels):
         img = np.empty((size, size, 3), np.float64)
-        img[:] = (236, 170, 205) + rng.normal(0, 12, 3)
+        img[:] = np.array([236.0, 170.0, 205.0]) + rng.normal(0, 12, 3)
         img += rng.normal(0, 10, (size, size, 1))
         n_nuclei = rng.integers(40, 70) if lab else rng.integers(0, 6)
         for _ in range(n_nuclei):
             cy, cx = rng.uniform(0, size, 2)
             r = rng.uniform(2.0, 4.5) if lab else rng.uniform(1.5, 2.5)
             disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-            img[disk] = (85, 45, 125) + rng.normal(0, 10, 3)
+            img[disk] = np.array([85.0, 45.0, 125.0]) + rng.normal(0, 10, 3)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out, labels
 
@@ -120,11 +124,15 @@ class ZarrPatchStore:
         return np.asarray(self._patches.get_orthogonal_selection((idx,)))
 
 
-@runtime_checkable
-class PatchPredictor(Protocol):
-    """The protocol the heatmap stage consumes (structural; mirrored here)."""
+try:
+    from cervixwsi.heatmap import PatchPredictor
+except ImportError:  # the heatmap stage is optional here: mirror its protocol
 
-    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]: ...
+    @runtime_checkable
+    class PatchPredictor(Protocol):  # type: ignore[no-redef]
+        """The protocol the heatmap stage consumes."""
+
+        def predict(self, batch: npt.NDArray[np.uint8], /) -> npt.NDArray[np.float32]: ...
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +147,7 @@ def data() -> dict[str, Any]:
 def trained(data: dict[str, Any]) -> PatchClassifier:
     """The small CNN trained for a few epochs on the textures (shared by many tests)."""
     clf = PatchClassifier(
-        "small_cnn", input_size=SIZE, epochs=4, seed=1, progress=False, learning_rate=0.01
+        "small_cnn", input_size=SIZE, epochs=8, seed=1, progress=False, learning_rate=0.01
     )
     return clf.fit((data["x_train"], data["y_train"]), (data["x_val"], data["y_val"]))
 
@@ -210,7 +218,7 @@ def test_input_scaling_layer_matches_keras_applications_preprocessing(
 
 
 def test_unknown_architecture_and_too_small_input_are_clear_errors() -> None:
-    with pytest.raises(ModelError, match="unknown architecture 'vgg16'.*'resnet50'"):
+    with pytest.raises(ModelError, match=r"unknown architecture 'vgg16'.*'resnet50'"):
         build_model("vgg16")
     with pytest.raises(ModelError, match="at least 75"):
         build_model("inception_v3", input_size=64)
@@ -479,14 +487,59 @@ def test_small_cnn_learns_to_separate_tumor_from_normal_textures(
     trained: PatchClassifier, data: dict[str, Any]
 ) -> None:
     h = trained.history_
-    assert h.epoch.tolist() == [1, 2, 3, 4]
-    assert h.val_accuracy[-1] >= 0.9
+    assert h.epoch.tolist() == list(range(1, 9))
+    best = int(np.argmin(h.val_loss))  # model_ holds this epoch's weights (restore_best)
+    assert h.val_accuracy[best] >= 0.9
+    assert h.accuracy[-1] >= 0.9
     p = trained.predict(data["x_val"])
     accuracy = float(np.mean((p > 0.5) == data["y_val"]))
     assert accuracy >= 0.9
-    assert accuracy == pytest.approx(h.val_accuracy[-1], abs=1e-6)  # same centre crops
+    assert accuracy == pytest.approx(h.val_accuracy[best], abs=1e-6)  # same centre crops
     np.testing.assert_array_equal(trained.class_counts_, [96, 96])
     np.testing.assert_array_equal(trained.classes_, [0, 1])
+
+
+def synthetic_patches(
+    n_per_class: int, seed: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """72-px patches (2x reduced) from inside SCC nests (1) and far from them (0)."""
+    from scipy import ndimage
+
+    from cervixwsi.synthetic import SyntheticSlideSpec, make_layout, render_region
+
+    layout = make_layout(SyntheticSlideSpec(width=8192, height=8192, n_nests=40, seed=seed))
+    tumor = np.asarray(layout.tumor_mask.array, bool)
+    tissue = np.asarray(layout.tissue_mask.array, bool)
+    ds = layout.tumor_mask.downsample
+    side = 2 * PATCH
+    footprint = np.ones((int(np.ceil(side / ds)),) * 2, bool)
+    inside = ndimage.binary_erosion(tumor, footprint)
+    normal = ndimage.binary_erosion(tissue, footprint) & ~ndimage.binary_dilation(
+        tumor, footprint, iterations=3
+    )
+    rng = np.random.default_rng(seed)
+    patches, labels = [], []
+    for label, mask in ((1, inside), (0, normal)):
+        rows, cols = np.nonzero(mask)
+        for k in rng.choice(len(rows), n_per_class, replace=False):
+            x, y = (int((v + 0.5) * ds - side / 2) for v in (cols[k], rows[k]))
+            rgb = render_region(layout, x, y, side, side).astype(np.float64)
+            patches.append(np.round(rgb.reshape(PATCH, 2, PATCH, 2, 3).mean(axis=(1, 3))))
+            labels.append(label)
+    return np.stack(patches).astype(np.uint8), np.array(labels)
+
+
+@pytest.mark.slow
+def test_small_cnn_learns_synthetic_tumor_versus_normal_patches() -> None:
+    pytest.importorskip("cervixwsi.synthetic")
+    x_train, y_train = synthetic_patches(64, seed=21)
+    x_val, y_val = synthetic_patches(48, seed=22)
+    clf = PatchClassifier(
+        "small_cnn", input_size=SIZE, batch_size=16, epochs=8, seed=0, progress=False
+    )
+    clf.fit((x_train, y_train), (x_val, y_val))
+    accuracy = float(np.mean((clf.predict(x_val) > 0.5) == y_val))
+    assert accuracy >= 0.9, clf.history_.val_accuracy
 
 
 def test_learning_rate_decays_and_drops_tenfold_on_plateau(data: dict[str, Any]) -> None:
@@ -517,6 +570,23 @@ def test_plateau_rule_waits_patience_epochs() -> None:
     plateau = _Plateau(factor=0.1, patience=2, min_delta=0.01)
     decisions = [plateau.update(v) for v in [1.0, 0.5, 0.499, 0.498, 0.3, 0.3, 0.3, 0.3]]
     assert decisions == [False, False, False, True, False, False, True, False]
+
+
+def test_fit_keeps_the_best_validation_epoch_unless_asked_not_to(data: dict[str, Any]) -> None:
+    x, y = data["x_train"][:32], data["y_train"][:32]
+    val = (data["x_val"][:32], data["y_val"][:32])
+    params: dict[str, Any] = {"input_size": SIZE, "batch_size": 16, "seed": 4, "progress": False}
+    for restore in (True, False):
+        clf = PatchClassifier("small_cnn", epochs=3, **params)
+        clf.fit((x, y), val, restore_best=restore)
+        scores = np.asarray(clf.model_.evaluate(*_centre(val), verbose=0, return_dict=True)["loss"])
+        epoch = int(np.argmin(clf.history_.val_loss)) if restore else 2
+        np.testing.assert_allclose(scores, clf.history_.val_loss[epoch], rtol=1e-4)
+
+
+def _centre(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    o = (PATCH - SIZE) // 2
+    return pair[0][:, o : o + SIZE, o : o + SIZE], pair[1]
 
 
 def test_training_resumes_from_the_last_completed_epoch(
@@ -553,6 +623,34 @@ def test_training_resumes_from_the_last_completed_epoch(
     assert int(fresh.model_.optimizer.iterations) == 2
 
 
+class _FailingSource(ArrayPatchSource):
+    """Array patches whose reading fails after ``budget`` batches (a crash mid-epoch)."""
+
+    budget: int = 0
+
+    def read(self, indices: Any) -> npt.NDArray[np.uint8]:
+        object.__setattr__(self, "budget", self.budget - 1)
+        if self.budget < 0:
+            raise OSError("the disk went away")
+        return super().read(indices)
+
+
+def test_training_interrupted_mid_epoch_resumes_after_the_last_complete_one(
+    tmp_path: Path, data: dict[str, Any]
+) -> None:
+    x, y = data["x_train"][:32], data["y_train"][:32]
+    params: dict[str, Any] = {"input_size": SIZE, "batch_size": 8, "seed": 5, "progress": False}
+    failing = _FailingSource(x, y)
+    object.__setattr__(failing, "budget", 6)  # 4 batches per epoch: dies inside epoch 2
+    with pytest.raises(Exception, match="disk went away"):
+        PatchClassifier("small_cnn", **params).fit(failing, epochs=3, checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 1
+    resumed = PatchClassifier("small_cnn", **params).fit((x, y), epochs=3, checkpoint_dir=tmp_path)
+    assert resumed.history_.epoch.tolist() == [1, 2, 3]
+    assert int(resumed.model_.optimizer.iterations) == 3 * 4
+
+
 def test_resuming_a_checkpoint_of_another_model_or_a_corrupt_one_fails(
     tmp_path: Path, data: dict[str, Any]
 ) -> None:
@@ -564,7 +662,8 @@ def test_resuming_a_checkpoint_of_another_model_or_a_corrupt_one_fails(
         PatchClassifier("small_cnn", input_size=48, progress=False).fit(
             (x, y), checkpoint_dir=tmp_path
         )
-    (tmp_path / "state.json").write_text("{not json")
+    last = tmp_path / "last.keras"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated by a crash of the disk
     with pytest.raises(ModelError, match="unreadable"):
         PatchClassifier("small_cnn", input_size=SIZE, progress=False).fit(
             (x, y), checkpoint_dir=tmp_path
@@ -580,6 +679,28 @@ def test_fit_streams_from_a_zarr_patch_store(tmp_path: Path, data: dict[str, Any
     assert clf.history_.epoch.tolist() == [1]
     assert np.isfinite(clf.history_.val_loss).all()
     assert sum(len(r) for r in store.reads) == 24 + 24  # one training pass + one validation pass
+
+
+def test_fit_streams_from_the_tiling_patch_store(tmp_path: Path) -> None:
+    tiling = pytest.importorskip("cervixwsi.tiling")
+    from cervixwsi.slide import ArraySlide
+
+    rgb = np.full((512, 512, 3), 235, np.uint8)
+    rgb[64:448, 64:448] = (190, 100, 170)
+    rgb[64:448:7, 64:448:5] = (90, 40, 120)
+    slide = ArraySlide(rgb, mpp=1.0, name="demo")
+    sampler = tiling.PatchSampler(n_normal_normal_slide=10, patch_size=SIZE)
+    store = tiling.PatchStore.build(tmp_path / "p.zarr", [slide], sampler, seed=0, progress=False)
+    ds, _ = source_dataset(store, batch_size=4, size=SIZE, augmentation=Augmentation.none(), seed=5)
+    got = np.concatenate([np.asarray(x) for x, _ in ds])
+    order = np.random.default_rng([5, 0]).permutation(len(store))
+    np.testing.assert_array_equal(got, store.read(order))
+    clf = PatchClassifier(
+        "small_cnn", input_size=SIZE, batch_size=4, epochs=1, seed=0, progress=False
+    )
+    clf.fit(store)
+    assert clf.class_counts_.tolist() == [10, 0]
+    assert clf.predict(store.read([0, 1])).shape == (2,)
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -681,7 +802,7 @@ def test_save_and_load_give_identical_predictions(
 def test_saving_and_loading_bad_files_are_clear_errors(
     tmp_path: Path, trained: PatchClassifier
 ) -> None:
-    with pytest.raises(ModelError, match="'.keras' file"):
+    with pytest.raises(ModelError, match=r"'\.keras' file"):
         trained.save(tmp_path / "clf.h5")
     with pytest.raises(WeightsError, match="does not exist"):
         PatchClassifier.load(tmp_path / "missing.keras")
@@ -698,7 +819,7 @@ def test_saving_and_loading_bad_files_are_clear_errors(
     # a settings file from the future
     future = tmp_path / "future.keras"
     future.write_bytes(good)
-    with zipfile.ZipFile(future, "a") as zf:
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(future, "a") as zf:
         zf.writestr(
             "cervixwsi.json", json.dumps({"format": "cervixwsi.PatchClassifier", "version": 99})
         )
@@ -766,16 +887,29 @@ def test_ensemble_refuses_bad_members_and_weights(trained: PatchClassifier) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "small_cnn"])
 def test_architecture_builds_predicts_and_takes_a_training_step(arch: str) -> None:
-    """Each study network at 75 px (the Inception minimum), batch 2; 224 px is checked in
-    ``tests/test_models_architectures.py`` style runs and the benchmark."""
+    """Each study network at 75 px (the Inception minimum), batch 2.
+
+    The training step runs eagerly: tracing InceptionResNet-v2's graph costs
+    ~80 s on 2 cores, an eager step ~7 s. 224 px was checked by the benchmark.
+    """
     model = build_model(arch, input_size=75)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).integers(0, 256, (2, 75, 75, 3), dtype=np.uint8)
     probs = np.asarray(model(x, training=False))
     assert probs.shape == (2, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    before = [w.copy() for w in model.get_layer("predictions").get_weights()]
-    loss = model.train_on_batch(x, np.array([0, 1]))
-    assert math.isfinite(float(np.asarray(loss).ravel()[0]))
-    after = model.get_layer("predictions").get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    optimizer = keras.optimizers.Adam(1e-3)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(
+            np.array([0, 1]), model(x, training=True)
+        )
+        loss = tf.reduce_mean(loss)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None for g in grads)
+    before = [np.asarray(v).copy() for v in model.trainable_variables]
+    optimizer.apply(grads, model.trainable_variables)
+    assert math.isfinite(float(loss))
+    changed = [
+        not np.array_equal(b, np.asarray(v))
+        for b, v in zip(before, model.trainable_variables, strict=True)
+    ]
+    assert np.mean(changed) > 0.9  # the step reached (almost) every layer

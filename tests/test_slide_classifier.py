@@ -87,6 +87,7 @@ def test_columns_are_matched_by_name(
     np.testing.assert_array_equal(as_array, clf.predict_proba(table))
     # An unnamed array is taken to be in the fitted order.
     np.testing.assert_array_equal(clf.predict_proba(table.values), clf.predict_proba(table))
+    assert clf.predict_proba(table.rows(np.zeros(len(table), bool))).shape == (0, 2)
 
 
 def test_a_table_with_other_feature_names_is_refused(
@@ -147,6 +148,10 @@ def test_bad_features_and_parameters_are_refused() -> None:
         SlideClassifier(5).fit(np.ones((10, 2)), y, feature_names=["a", "b", "c"])
     with pytest.raises(NotFittedError, match="fit"):
         SlideClassifier().predict(np.ones((2, 3)))
+    with pytest.raises(ClassifierError, match="numeric"):
+        SlideClassifier(5).fit([["a", "b"]] * 10, y)
+    with pytest.raises(ClassifierError, match="2-D"):
+        SlideClassifier(5).fit(np.ones(10), y)
 
 
 def test_constructor_only_stores_parameters() -> None:

@@ -19,16 +19,23 @@ tile, halved, is put into a one-tile-row buffer of level 1; when that row is
 complete its tiles are spooled (uncompressed) to an anonymous temporary file
 beside the output and halved into level 2's row buffer, and so on down the
 pyramid.  Once level 0 is written, each lower level is written from its spool.
-The temporary disk space is about a third of the uncompressed level 0.
+The temporary disk space is about a third of the uncompressed level 0.  The
+source and the lower levels run in one background thread, a bounded queue of
+tiles ahead of tifffile's encoder threads, so that making tiles, averaging them
+and JPEG encoding overlap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
 import os
 import pathlib
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Literal
 
@@ -58,6 +65,8 @@ _COMPRESSIONS: dict[str, str | None] = {
 _BIGTIFF_BYTES = 2**32 - 2**27
 # Tiles handed to the encoder threads at a time (tifffile's default buffers 512 MB).
 _ENCODE_BATCH_TILES = 16
+# Level-0 tiles the source thread may run ahead of the encoder.
+_PREFETCH_TILES = 32
 
 
 def _tqdm(total: int, enabled: bool, desc: str) -> Any:
@@ -181,6 +190,72 @@ class _Spool:
         self._file.close()
 
 
+class _Prefetch:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+
+    Iterating the prefetcher yields the items; an exception raised by
+    ``items`` is raised again in the consumer, in place of the next item.
+    :meth:`finish` waits for ``items`` to end (raising its error, if any);
+    :meth:`close` stops the thread early.
+    """
+
+    def __init__(self, items: Iterator[npt.NDArray[np.uint8]], depth: int) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(
+            target=self._run, args=(items,), name="write_pyramid-source", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, message: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items: Iterator[npt.NDArray[np.uint8]]) -> None:
+        try:
+            for item in items:
+                if not self._put(("item", item)):
+                    return
+        except BaseException as exc:  # handed to the consumer thread
+            self._put(("error", exc))
+        else:
+            self._put(("end", None))
+
+    def _get(self) -> tuple[str, Any]:
+        kind, payload = self._queue.get()
+        if kind == "error":
+            self._ended = True
+            raise payload
+        if kind == "end":
+            self._ended = True
+        return kind, payload
+
+    def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
+        while not self._ended:
+            kind, payload = self._get()
+            if kind == "item":
+                yield payload
+
+    def finish(self) -> None:
+        """Wait for the items to end; raise their error, or if more items are left."""
+        if not self._ended:
+            kind, _ = self._get()
+            if kind == "item":  # pragma: no cover - the source raises first
+                raise ParameterError("the source yields more level-0 tiles than the slide holds")
+        self._thread.join()
+
+    def close(self) -> None:
+        """Stop the thread (when the writer failed part way) and wait for it."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 class _Level:
     """A lower pyramid level being built: one row of tiles, filled by halving its parent's."""
 
@@ -225,16 +300,23 @@ class _Level:
 
 
 def _as_tile(
-    item: Any, tx: int, ty: int, expected: tuple[int, int], channels: int | None, *, full_ok: bool
+    item: Any,
+    tx: int,
+    ty: int,
+    origin: tuple[int, int],
+    expected: tuple[int, int],
+    channels: int | None,
+    *,
+    full_ok: bool,
 ) -> npt.NDArray[np.uint8]:
     """Validate one level-0 tile from the source; return it ``(h, w, C)`` and clipped."""
     try:
         tile = np.asarray(item)
     except Exception as exc:  # an object numpy cannot turn into an array
         raise ParameterError(
-            f"the source's level-0 tile at tile (col={tx}, row={ty}) is not an array: {exc}"
+            f"the source's level-0 tile (col={tx}, row={ty}) is not an array: {exc}"
         ) from exc
-    where = f"level-0 tile at tile (col={tx}, row={ty}), pixels x={tx}*tile_size, y={ty}*tile_size"
+    where = f"level-0 tile (col={tx}, row={ty}) at x={origin[0]}, y={origin[1]}"
     if tile.dtype != np.uint8:
         raise ParameterError(f"the source's {where} has dtype {tile.dtype}; only uint8 is written")
     if tile.ndim == 2:
@@ -294,7 +376,7 @@ def _level0_tiles(
                     ) from None
             else:
                 item = source(x, y, w, h)  # type: ignore[operator]
-            tile = _as_tile(item, tx, ty, (h, w), channels, full_ok=iterator is not None)
+            tile = _as_tile(item, tx, ty, (x, y), (h, w), channels, full_ok=iterator is not None)
             channels = tile.shape[2]
             yield tx, ty, tile
     if iterator is not None:
@@ -306,10 +388,8 @@ def _level0_tiles(
             )
 
 
-def _source_dimensions(
-    source: TileSource, dimensions: tuple[int, int] | None
-) -> tuple[int, int, int | None]:
-    """Level-0 ``(width, height, channels or None when only the first tile tells)``."""
+def _source_dimensions(source: TileSource, dimensions: tuple[int, int] | None) -> tuple[int, int]:
+    """Level-0 ``(width, height)`` of the source, validated."""
     if isinstance(source, np.ndarray):
         if source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3)):
             raise ParameterError(
@@ -324,10 +404,9 @@ def _source_dimensions(
                 f"dimensions={dimensions!r} do not match the array's (width, height) "
                 f"({width}, {height})"
             )
-        channels = 1 if source.ndim == 2 else int(source.shape[2])
         if width < 1 or height < 1:
             raise ParameterError(f"an array source must not be empty, got shape {source.shape}")
-        return int(width), int(height), channels
+        return int(width), int(height)
     if dimensions is None:
         raise ParameterError(
             "dimensions=(width, height) of level 0 is required when the source is a callable "
@@ -344,7 +423,7 @@ def _source_dimensions(
             "source must be a uint8 array, a callable source(x, y, width, height) or an "
             f"iterable of level-0 tiles, got {type(source).__name__}"
         )
-    return width, height, None
+    return width, height
 
 
 def write_pyramid(
@@ -386,7 +465,9 @@ def write_pyramid(
           top to bottom), each ``tile_size`` square; edge tiles may be clipped
           to the slide or full size (the part outside the slide is dropped).
 
-        Every tile must have the same number of channels (1 or 3).
+        Every tile must have the same number of channels (1 or 3).  Callables
+        and iterators are run in a background thread (one tile at a time, in
+        order), so that making tiles overlaps with encoding them.
     mpp : float or (float, float) or None
         Level-0 micrometres per pixel, ``(x, y)`` or one value for both;
         ``None`` writes no resolution.
@@ -456,7 +537,7 @@ def write_pyramid(
 
     mpp_xy = _check_parameters(tile_size, compression, quality, mpp)
     tile_size = int(tile_size)
-    width, height, channels = _source_dimensions(source, dimensions)
+    width, height = _source_dimensions(source, dimensions)
     dims = _level_dimensions(width, height, tile_size, levels)
     out = pathlib.Path(path)
     directory = out.parent
@@ -469,8 +550,6 @@ def write_pyramid(
     # Peek at the first tile: callables and iterables say their channel count only there.
     first = next(tiles0)
     channels = first[2].shape[2]
-    if compression == "jpeg" and channels not in (1, 3):  # pragma: no cover - checked above
-        raise ParameterError("JPEG needs 1 or 3 channels")
 
     try:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
@@ -494,16 +573,26 @@ def write_pyramid(
         n_tiles = [(-(-w // tile_size)) * (-(-h // tile_size)) for w, h in dims]
         rows0 = -(-height // tile_size)
         cols0 = -(-width // tile_size)
-        with _tqdm(sum(n_tiles), progress, "write_pyramid") as bar:
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(_tqdm(sum(n_tiles), progress, "write_pyramid"))
 
-            def level0() -> Iterator[npt.NDArray[np.uint8]]:
-                for tx, ty, tile in _chain_first(first, tiles0):
+            def produce() -> Iterator[npt.NDArray[np.uint8]]:
+                # Runs in the prefetch thread, overlapping the source and the lower
+                # levels with the encoder threads' JPEG work.
+                for tx, ty, tile in itertools.chain([first], tiles0):
                     if level1 is not None:
                         level1.add_parent_tile(tx, ty, tile)
                         if tx == cols0 - 1:
                             level1.parent_row_done(ty, rows0)
-                    bar.update()
                     yield _encoder_tile(tile, tile_size)
+
+            prefetch = _Prefetch(produce(), _PREFETCH_TILES)
+            stack.callback(prefetch.close)
+
+            def level0() -> Iterator[npt.NDArray[np.uint8]]:
+                for tile in prefetch:
+                    bar.update()
+                    yield tile
 
             def spooled(spool: _Spool) -> Iterator[npt.NDArray[np.uint8]]:
                 for tile in spool.tiles():
@@ -524,7 +613,11 @@ def write_pyramid(
                         description=_description(k, dims, mpp_xy, description),
                         **common,
                     )
-                    if k > 0:
+                    if k == 0:
+                        # The source ended (an iterator with more tiles than the slide
+                        # holds raises here) and the lower levels are all spooled.
+                        prefetch.finish()
+                    else:
                         spools[k - 1].close()
         tmp.replace(out)
     except BaseException:
@@ -543,14 +636,6 @@ def write_pyramid(
         out.stat().st_size,
     )
     return out
-
-
-def _chain_first(
-    first: tuple[int, int, npt.NDArray[np.uint8]],
-    rest: Iterator[tuple[int, int, npt.NDArray[np.uint8]]],
-) -> Iterator[tuple[int, int, npt.NDArray[np.uint8]]]:
-    yield first
-    yield from rest
 
 
 def _encoder_tile(tile: npt.NDArray[np.uint8], tile_size: int) -> npt.NDArray[np.uint8]:

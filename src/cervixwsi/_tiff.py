@@ -298,16 +298,21 @@ def inspect_tiff(tif: Any, path: Path, file_size: int) -> TiffLayout:
         8-bit grey/RGB(A), or if its tile table points past the end of the file.
     """
     try:
-        all_series = list(tif.series)
-        candidates = []
-        for index, series in enumerate(all_series):
-            first = _series_pages(series)
-            if first is not None:
-                candidates.append((index, series, first))
+        return _inspect(tif, path, file_size)
     except SlideOpenError:
         raise
-    except Exception as exc:
-        raise SlideOpenError(f"{path}: corrupt TIFF structure ({exc})") from exc
+    except Exception as exc:  # tifffile parses lazily: a corrupt IFD may surface here
+        raise SlideOpenError(
+            f"{path}: corrupt TIFF structure ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _inspect(tif: Any, path: Path, file_size: int) -> TiffLayout:
+    candidates = []
+    for index, series in enumerate(tif.series):
+        first = _series_pages(series)
+        if first is not None:
+            candidates.append((index, series, first))
     if not candidates:
         raise SlideOpenError(f"{path}: the TIFF has no readable image (is it truncated or empty?)")
     # The slide is the largest image; other series are associated images.
@@ -465,7 +470,7 @@ def ycbcr_to_rgb(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     cr_r, cb_b, cr_g, cb_g = _YCC_TABLES
     y = image[..., 0].astype(np.int64)
     cb, cr = image[..., 1], image[..., 2]
-    out = np.empty(image.shape[:2] + (3,), np.uint8)
+    out = np.empty((*image.shape[:2], 3), np.uint8)
     out[..., 0] = np.clip(y + cr_r[cr], 0, 255)
     out[..., 1] = np.clip(y + ((cb_g[cb] + cr_g[cr]) >> 16), 0, 255)
     out[..., 2] = np.clip(y + cb_b[cb], 0, 255)

@@ -29,8 +29,9 @@ first letter capitalised, as QuPath's built-in classes are.
 Rasters
 -------
 :func:`rasterize` draws annotations into a boolean :class:`~cervixwsi.geometry.Raster`
-at any downsample; :func:`annotations_from_mask` traces a boolean raster back
-into polygons, exactly: rasterising them at the raster's downsample gives the
+at any downsample: a pixel is inside when its centre is inside the polygon.
+:func:`annotations_from_mask` traces a boolean raster back into polygons along
+the pixel edges, exactly: rasterising them on the raster's grid gives the
 raster again.
 
 Examples
@@ -95,7 +96,6 @@ ASAP_LABELS: Mapping[str, str] = {
     "exclusion": "exclusion",
     "metastases": "tumor",
     "Metastases": "tumor",
-    "None": "exclusion",
 }
 # Labels -> ASAP groups on writing; other labels are written as their own group.
 _ASAP_GROUPS: Mapping[str, str] = {"tumor": "_0", "exclusion": "_2"}
@@ -730,7 +730,8 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str
     Each annotation is a ``Feature`` with a ``Polygon`` geometry (closed
     rings, holes after the exterior), ``objectType: "annotation"``, its name,
     and ``classification.name`` the label with its first letter capitalised
-    (``"tumor"`` -> ``"Tumor"``, QuPath's class).
+    (``"tumor"`` -> ``"Tumor"``, QuPath's class); annotations labelled
+    ``"unclassified"`` get no classification.
 
     Examples
     --------
@@ -750,8 +751,10 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str
         properties: dict[str, Any] = {"objectType": "annotation"}
         if a.name:
             properties["name"] = a.name
-        color = _QUPATH_COLORS.get(a.label, [255, 200, 0])
-        properties["classification"] = {"name": a.label[:1].upper() + a.label[1:], "color": color}
+        if a.label != "unclassified":  # QuPath's unclassified objects have no classification
+            color = _QUPATH_COLORS.get(a.label, [255, 200, 0])
+            name = a.label[:1].upper() + a.label[1:]
+            properties["classification"] = {"name": name, "color": color}
         features.append(
             {
                 "type": "Feature",
@@ -767,44 +770,45 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str
 
 
 def _fill_even_odd(
-    rings: Sequence[npt.NDArray[np.float64]], rows: int, cols: int
+    rings: Sequence[npt.NDArray[np.float64]],
+    x_centres: npt.NDArray[np.float64],
+    y_centres: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.bool_], int, int] | None:
     """Pixels whose centre is inside ``rings`` (even-odd rule), within their bounding window.
 
-    ``rings`` are in raster pixel units where pixel ``(r, c)`` has its centre
-    at ``(c, r)``.  Returns ``(window mask, row0, col0)``, or ``None`` when no
-    pixel centre can be inside.  A centre exactly on a left or top edge is
-    inside, on a right or bottom edge outside (half-open, so polygons that
-    tile the plane tile the pixels).
+    ``rings`` and the (increasing) pixel centres are in level-0 coordinates.
+    Returns ``(window mask, row0, col0)``, or ``None`` when no pixel centre
+    can be inside.  A centre exactly on a left or top edge is inside, on a
+    right or bottom edge outside (half-open, so polygons that tile the plane
+    tile the pixels).
     """
     p0 = np.concatenate(rings)
     p1 = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
-    lo = np.minimum(p0, p1)
-    hi = np.maximum(p0, p1)
-    # Rows whose centre r satisfies lo_y <= r < hi_y cross the edge (horizontal edges none).
-    r0 = np.clip(np.ceil(lo[:, 1]), 0, rows).astype(np.int64)
-    r1 = np.clip(np.ceil(hi[:, 1]), 0, rows).astype(np.int64)
+    # Rows whose centre y satisfies min(y0, y1) <= y < max(y0, y1) cross the edge.
+    r0 = np.searchsorted(y_centres, np.minimum(p0[:, 1], p1[:, 1]), side="left")
+    r1 = np.searchsorted(y_centres, np.maximum(p0[:, 1], p1[:, 1]), side="left")
     counts = r1 - r0
-    if counts.sum() == 0:
+    total = int(counts.sum())
+    if total == 0:
         return None
-    xmin = max(math.ceil(float(p0[:, 0].min())), 0)
-    xmax = min(math.ceil(float(p0[:, 0].max())), cols)
-    if xmax <= xmin:
+    col0 = int(np.searchsorted(x_centres, p0[:, 0].min(), side="left"))
+    col1 = int(np.searchsorted(x_centres, p0[:, 0].max(), side="left"))
+    if col1 <= col0:
         return None
     row0, row1 = int(r0[counts > 0].min()), int(r1[counts > 0].max())
     edge = np.repeat(np.arange(len(p0)), counts)
-    r = np.repeat(r0, counts) + (
-        np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    )
+    r = np.repeat(r0, counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
     x0, y0 = p0[edge, 0], p0[edge, 1]
     x1, y1 = p1[edge, 0], p1[edge, 1]
-    x = x0 + (r - y0) * (x1 - x0) / (y1 - y0)
-    # The crossing toggles inside/outside for every centre c >= x.
-    c = np.clip(np.ceil(x), xmin, xmax).astype(np.int64) - xmin
-    toggles = np.zeros((row1 - row0, xmax - xmin + 1), np.int32)
+    x = x0 + (y_centres[r] - y0) * ((x1 - x0) / (y1 - y0))
+    # The crossing toggles inside/outside for every centre at or right of x.
+    c = np.searchsorted(x_centres[col0:col1], x, side="left")
+    # One byte per pixel of the window: only the parity of the crossings matters, which
+    # uint8 wrap-around keeps.
+    toggles = np.zeros((row1 - row0, col1 - col0 + 1), np.uint8)
     np.add.at(toggles, (r - row0, c), 1)
-    inside = (np.cumsum(toggles[:, :-1], axis=1) & 1).astype(bool)
-    return inside, row0, xmin
+    inside = np.bitwise_xor.accumulate(toggles[:, :-1] & 1, axis=1).view(bool)
+    return inside, row0, col0
 
 
 def _grid(
@@ -865,13 +869,14 @@ def rasterize(
 
     Raster pixel ``(r, c)`` covers the level-0 square
     ``[c·d, (c+1)·d) × [r·d, (r+1)·d)`` (as in :class:`~cervixwsi.geometry.Raster`)
-    and is inside a polygon when its centre ``((c + ½)·d, (r + ½)·d)`` is,
-    by the even-odd rule over the polygon's exterior and holes; a centre
-    exactly on a left/top edge is inside, on a right/bottom edge outside.
-    (For a last row or column clipped by the slide's edge the centre is that
-    of the unclipped square.)  The result is ``union(classes) - union(exclude)``:
-    holes belong to their own annotation (a hole does not erase another
-    annotation lying inside it), while polygons with an ``exclude`` label
+    clipped to the slide, and is inside a polygon when the centre of that
+    square (:meth:`~cervixwsi.geometry.Raster.pixel_centers`; ``(c + ½)·d``
+    except in a last column clipped by the slide's edge) is inside, by the
+    even-odd rule over the polygon's exterior and holes; a centre exactly on
+    a left/top edge is inside, on a right/bottom edge outside.  The result
+    is ``union(classes) - union(exclude)``: holes belong to their own
+    annotation (a hole does not erase another annotation lying inside it),
+    while polygons with an ``exclude`` label
     (Camelyon16's ``_2`` groups) are cleared from every class after all
     classes are drawn.  The scan-line fill is vectorised over all edge/row
     crossings, so its cost is the polygon's perimeter in raster pixels plus
@@ -936,6 +941,11 @@ def rasterize(
             stacklevel=2,
         )
     width, height = dims
+    try:
+        grid = Raster(np.empty((rows, cols), bool), d, dims, mpp=mpp)
+    except GeometryError as exc:
+        raise ParameterError(f"rasterize: the output grid does not fit the slide: {exc}") from None
+    x_centres, y_centres = grid.pixel_centers()
     n_outside = 0
     mask = np.zeros((rows, cols), bool)
     excluded = np.zeros((rows, cols), bool)
@@ -950,7 +960,7 @@ def rasterize(
                     f"the {width}x{height} slide: bounds ({b.x:g}, {b.y:g}, {b.x1:g}, {b.y1:g})"
                 )
             n_outside += 1
-        filled = _fill_even_odd([ring / d - 0.5 for ring in a.rings], rows, cols)
+        filled = _fill_even_odd(a.rings, x_centres, y_centres)
         if filled is None:
             continue
         inside, r0, c0 = filled
@@ -964,10 +974,7 @@ def rasterize(
             stacklevel=2,
         )
     mask &= ~excluded
-    try:
-        return Raster(mask, d, dims, mpp=mpp)
-    except GeometryError as exc:
-        raise ParameterError(f"rasterize: the output grid does not fit the slide: {exc}") from None
+    return grid.with_array(mask)
 
 
 def annotations_from_mask(
@@ -980,13 +987,13 @@ def annotations_from_mask(
     """Trace the regions of a boolean raster as polygons with holes, in level-0 coordinates.
 
     Each 8-connected region becomes one :class:`Annotation` whose holes are
-    the regions's holes; a region lying inside another's hole is an
-    annotation of its own.  With ``simplify=0`` the tracing is exact:
-    :func:`rasterize` of the result at the mask's grid gives the mask back,
-    pixel for pixel.  (Vertices lie a quarter of a raster pixel inside the
-    boundary between a True and a False pixel, so no pixel centre is on an
-    edge; areas are therefore slightly smaller than the pixel count times
-    ``downsample²``.)
+    the region's holes; a region lying inside another's hole is an
+    annotation of its own.  The polygons follow the pixel edges (the
+    boundary between True and False pixels, clipped to the slide), so with
+    ``simplify=0`` the tracing is exact: an annotation's area is its pixel
+    count times the pixel area, and :func:`rasterize` of the result on the
+    mask's grid gives the mask back, pixel for pixel.  Two pixels touching
+    only at a corner are one region whose outline touches itself there.
 
     Parameters
     ----------
@@ -999,8 +1006,8 @@ def annotations_from_mask(
         holes) are left out.
     simplify : float
         Douglas-Peucker tolerance in raster pixels (0: exact, no
-        simplification).  A positive value drops vertices; then the round trip
-        is exact only up to that many pixels at the boundary.
+        simplification).  A positive value drops vertices; the round trip is
+        then exact only up to about that many pixels at the boundary.
 
     Returns
     -------
@@ -1015,8 +1022,8 @@ def annotations_from_mask(
     >>> array[2:4, 2:4] = False
     >>> mask = Raster(array, 16, (96, 96))
     >>> regions = annotations_from_mask(mask)
-    >>> len(regions), len(regions[0].holes)
-    (1, 1)
+    >>> len(regions), regions[0].exterior.tolist(), regions[0].area == 12 * 16 * 16
+    (1, [[16.0, 16.0], [16.0, 80.0], [80.0, 80.0], [80.0, 16.0]], True)
     >>> bool((rasterize(regions, mask).array == array).all())
     True
     """
@@ -1027,45 +1034,57 @@ def annotations_from_mask(
     if not (math.isfinite(simplify) and simplify >= 0):
         raise ParameterError(f"simplify must be >= 0 raster pixels, got {simplify!r}")
     binary = (np.asarray(mask.array) != 0).astype(np.uint8)
-    # Trace at twice the resolution: contour points then lie a quarter pixel inside the
-    # true boundary, strictly between pixel centres, which makes the tracing exact.
+    # Trace at twice the resolution: every contour point is then a quarter of a pixel
+    # (the quarter towards the boundary) and maps to that corner of its pixel, which
+    # turns OpenCV's pixel-centre contours into pixel-edge ("crack") outlines.
     doubled = np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1)
     contours, hierarchy = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
         return AnnotationSet()
     d = mask.downsample
+    width, height = mask.slide_dimensions
     tree = hierarchy[0]
 
     def to_level0(contour: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        points = contour.reshape(-1, 2)
-        if simplify > 0 and len(points) > 3:
-            reduced = cv2.approxPolyDP(points.reshape(-1, 1, 2), 2 * simplify, True)
+        # Doubled index i lies in pixel i // 2; its pixel corner is at (i + 1) // 2.
+        corners = (contour.reshape(-1, 2) + 1) // 2
+        ring = _clean_ring(corners.astype(np.float64))
+        if simplify > 0 and len(ring) > 3:
+            curve = ring.astype(np.float32).reshape(-1, 1, 2)
+            reduced = cv2.approxPolyDP(curve, simplify, True).reshape(-1, 2)
             if len(reduced) >= 3:
-                points = reduced.reshape(-1, 2)
-        # Doubled pixel index i -> raster coordinate (i + 0.5) / 2 - 0.5 -> level-0.
-        return (points.astype(np.float64) * 2 + 1) * (d / 4)
+                ring = reduced.astype(np.float64)
+        level0 = ring * d
+        np.minimum(level0[:, 0], width, out=level0[:, 0])
+        np.minimum(level0[:, 1], height, out=level0[:, 1])
+        return level0
 
     result: list[Annotation] = []
     for i, (_, _, first_child, parent) in enumerate(tree):
         if parent != -1:
             continue
-        exterior = to_level0(contours[i])
-        if len(exterior) < 3:  # a lone pixel traces as one point: make it a square
-            exterior = _dot_square(exterior)
         holes = []
         child = first_child
         while child != -1:
-            hole = to_level0(contours[child])
-            holes.append(hole if len(hole) >= 3 else _dot_square(hole))
+            holes.append(to_level0(contours[child]))
             child = tree[child][0]
-        annotation = Annotation(exterior, tuple(holes), label)
+        annotation = Annotation(to_level0(contours[i]), tuple(holes), label)
         if annotation.area >= min_area:
             result.append(annotation)
     return AnnotationSet(result)
 
 
-def _dot_square(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The 4-vertex square spanned by a degenerate (1- or 2-point) contour."""
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+def _clean_ring(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Drop repeated and straight-through (collinear, same-direction) vertices of a ring."""
+    keep = np.any(ring != np.roll(ring, 1, axis=0), axis=1)
+    if keep.any():
+        ring = ring[keep]
+    if len(ring) > 3:
+        before = ring - np.roll(ring, 1, axis=0)
+        after = np.roll(ring, -1, axis=0) - ring
+        cross = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]
+        dot = (before * after).sum(axis=1)
+        straight = (cross == 0) & (dot > 0)
+        if (~straight).sum() >= 3:
+            ring = ring[~straight]
+    return ring

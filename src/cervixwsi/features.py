@@ -64,11 +64,12 @@ True
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -177,9 +178,11 @@ class Regions:
     """The tumor regions of one heatmap at one threshold.
 
     The 8-connected components of ``p >= threshold`` inside tissue, labelled
-    once; areas and probability sums for all regions come from one
-    :func:`numpy.bincount`, every other property from one (lazy)
-    :func:`skimage.measure.regionprops` call.  All quantities are in heatmap
+    once.  Areas and probability sums of all regions come from one
+    :func:`numpy.bincount`; the properties of single regions (the largest)
+    from :func:`skimage.measure.regionprops` of their bounding box, and
+    per-region columns (:meth:`column`) from one ``regionprops`` call over
+    the label image, made when first needed.  All quantities are in heatmap
     pixels; :class:`Feature` converts them to physical units.
 
     Parameters
@@ -190,6 +193,19 @@ class Regions:
         2-D bool tissue mask.
     threshold : float
         In ``(0, 1]``.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        Region labels, 0 for background, ``1..count`` for the regions.
+    count : int
+        Number of regions.
+    areas : numpy.ndarray
+        Pixels per region, in label order (float64).
+    probability_sums : numpy.ndarray
+        Sum of the probabilities of each region's pixels.
+    pixels : int
+        Pixels in all regions.
 
     Examples
     --------
@@ -215,7 +231,6 @@ class Regions:
         from skimage.measure import label
 
         self.threshold = float(threshold)
-        self._probabilities = probabilities
         mask = (probabilities >= threshold) & tissue
         self.labels: npt.NDArray[np.intp] = np.asarray(
             label(mask, connectivity=2, background=0), dtype=np.intp
@@ -229,6 +244,8 @@ class Regions:
         )
         self.pixels = int(self.areas.sum())
         self._props: list[Any] | None = None
+        self._objects: list[Any] | None = None
+        self._single_cache: dict[int, Any] = {}
         self._columns: dict[str, FloatArray] = {}
         self._largest: int | None = None
         self._largest_known = False
@@ -266,7 +283,25 @@ class Regions:
         column = self._columns.get(name)
         if column is not None:
             return float(column[index])
-        return float(getattr(self._regionprops()[index], name))
+        if self._props is not None:
+            return float(getattr(self._props[index], name))
+        return float(getattr(self._single(index), name))
+
+    def _single(self, index: int) -> Any:
+        """The regionprops of one region, made from its bounding box only.
+
+        Cheaper than :func:`~skimage.measure.regionprops` of the whole label
+        image when only a few regions are needed (the largest one); gives the
+        same shape properties (they do not depend on the region's position).
+        """
+        region = self._single_cache.get(index)
+        if region is None:
+            from skimage.measure import regionprops
+
+            window = self._find_objects()[index]
+            region = regionprops((self.labels[window] == index + 1).astype(np.uint8))[0]
+            self._single_cache[index] = region
+        return region
 
     @property
     def largest(self) -> int | None:
@@ -279,16 +314,33 @@ class Regions:
         if not self._largest_known:
             self._largest_known = True
             if self.count:
-                tied = np.flatnonzero(self.areas == self.areas.max())
-                if len(tied) == 1:
-                    self._largest = int(tied[0])
-                else:
-                    keys = [
-                        tuple(round(self._property_of(int(i), p), 9) for p in self._TIE_BREAK)
-                        for i in tied
-                    ]
-                    self._largest = int(tied[max(range(len(tied)), key=keys.__getitem__)])
+                tied = [int(i) for i in np.flatnonzero(self.areas == self.areas.max())]
+                self._largest = tied[0] if len(tied) == 1 else self._break_tie(tied)
         return self._largest
+
+    def _break_tie(self, tied: list[int]) -> int:
+        """The lexicographic maximum of the tie-break properties (first in label order)."""
+        objects = self._find_objects()
+        # Regions with identical pixels have identical properties: measure one of each.
+        unique: dict[tuple[tuple[int, ...], bytes], int] = {}
+        for i in tied:
+            crop = self.labels[objects[i]] == i + 1
+            unique.setdefault((crop.shape, np.packbits(crop).tobytes()), i)
+        candidates = list(unique.values())
+        for prop in self._TIE_BREAK:  # narrow down one property at a time
+            if len(candidates) == 1:
+                break
+            values = [round(self._property_of(i, prop), 9) for i in candidates]
+            best = max(values)
+            candidates = [i for i, v in zip(candidates, values, strict=True) if v == best]
+        return candidates[0]
+
+    def _find_objects(self) -> list[Any]:
+        if self._objects is None:
+            from scipy import ndimage
+
+            self._objects = ndimage.find_objects(self.labels)
+        return self._objects
 
     def largest_property(self, name: str) -> float:
         """A property of the largest region, or 0.0 when there are no regions."""
@@ -335,20 +387,17 @@ class FeatureContext:
         probability_map: FloatArray,
         tissue: npt.NDArray[np.bool_],
         threshold: float | None = None,
-        *,
-        _cache: dict[float, Regions] | None = None,
     ) -> None:
         self.probability_map = probability_map
         self.tissue = tissue
         self.probabilities: FloatArray = probability_map[tissue]
         self.tissue_pixels = int(self.probabilities.size)
         self.threshold = threshold
-        self._cache: dict[float, Regions] = {} if _cache is None else _cache
+        self._cache: dict[float, Regions] = {}
 
     def at(self, threshold: float | None) -> FeatureContext:
         """The same heatmap seen by a feature of another threshold (shares the regions)."""
-        ctx = FeatureContext.__new__(FeatureContext)
-        ctx.__dict__.update(self.__dict__)
+        ctx = copy.copy(self)  # shallow: the region cache is shared
         ctx.threshold = threshold
         return ctx
 
@@ -913,6 +962,10 @@ class HeatmapFeatureExtractor:
         study's value).  Ignored when ``preset`` is a list of features.
     extra_features : sequence of Feature
         Features appended to the preset's.
+    on_missing : {"raise", "exclude"}
+        What to do with tissue pixels that have no probability (NaN):
+        ``"raise"`` a :class:`~cervixwsi.errors.FeatureError` (default), or
+        ``"exclude"`` them from the tissue (logged).
 
     Examples
     --------
@@ -937,14 +990,23 @@ class HeatmapFeatureExtractor:
         thresholds: Sequence[float] = (0.5, 0.9),
         *,
         extra_features: Sequence[Feature] = (),
+        on_missing: Literal["raise", "exclude"] = "raise",
     ) -> None:
         self.preset = preset
         self.thresholds = tuple(thresholds)
         self.extra_features = tuple(extra_features)
+        self.on_missing = on_missing
+
+    def __repr__(self) -> str:
+        preset = self.preset if isinstance(self.preset, str) else f"<{len(self.preset)} features>"
+        return (
+            f"HeatmapFeatureExtractor(preset={preset!r}, thresholds={self.thresholds}, "
+            f"extra_features=<{len(self.extra_features)}>, on_missing={self.on_missing!r})"
+        )
 
     @property
     def features(self) -> tuple[Feature, ...]:
-        """The features, in output order."""
+        """The features, in output order (validated)."""
         if isinstance(self.preset, str):
             base = preset_features(self.preset, self.thresholds)
         else:
@@ -957,6 +1019,10 @@ class HeatmapFeatureExtractor:
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})
             raise ParameterError(f"feature names must be unique, repeated: {dup}")
+        if self.on_missing not in ("raise", "exclude"):
+            raise ParameterError(
+                f"on_missing must be 'raise' or 'exclude', got {self.on_missing!r}"
+            )
         return features
 
     def feature_names(self, units: UnitSystem = "um") -> tuple[str, ...]:
@@ -990,10 +1056,18 @@ class HeatmapFeatureExtractor:
         Raises
         ------
         FeatureError
-            If the tissue mask has another shape, or a tissue pixel has a NaN
-            or out-of-range probability.
+            If the tissue mask has another shape, a tissue pixel has an
+            out-of-range probability, or (with ``on_missing="raise"``) a NaN.
         """
-        features = self.features
+        return self._extract(self.features, heatmap, tissue_mask, slide_id)
+
+    def _extract(
+        self,
+        features: tuple[Feature, ...],
+        heatmap: HeatmapLike,
+        tissue_mask: Any,
+        slide_id: str | None,
+    ) -> FeatureVector:
         ctx, pixel_length, units = self._prepare(heatmap, tissue_mask)
         values = np.array([f.compute(ctx, pixel_length) for f in features], dtype=np.float64)
         if slide_id is None:
@@ -1032,21 +1106,33 @@ class HeatmapFeatureExtractor:
             As :meth:`extract` (the message names the heatmap), or when some
             heatmaps know their mpp and others do not (their features would
             have different units).
+        ParameterError
+            If ``tissue_masks`` or ``slide_ids`` are not one per heatmap.
         """
         from tqdm.auto import tqdm
 
+        features = self.features
+        total = len(heatmaps) if isinstance(heatmaps, Sized) else None
         masks: Iterator[Any] | None = None if tissue_masks is None else iter(tissue_masks)
         rows: list[FloatArray] = []
         ids: list[str] = []
         names: tuple[str, ...] | None = None
-        for i, heatmap in enumerate(tqdm(heatmaps, desc="heatmap features", disable=not progress)):
-            mask = None if masks is None else next(masks, None)
-            sid = slide_ids[i] if slide_ids is not None else None
+        bar = tqdm(heatmaps, total=total, desc="heatmap features", disable=not progress)
+        for i, heatmap in enumerate(bar):
+            mask = None
+            if masks is not None:
+                mask = next(masks, _END)
+                if mask is _END:
+                    raise ParameterError(f"tissue_masks ran out at heatmap {i}: give one each")
+            if slide_ids is not None and i >= len(slide_ids):
+                raise ParameterError(f"got {len(slide_ids)} slide_ids for more heatmaps")
+            sid = None if slide_ids is None else str(slide_ids[i])
             try:
-                fv = self.extract(heatmap, mask, slide_id=sid)
+                fv = self._extract(features, heatmap, mask, sid)
             except FeatureError as exc:
+                who = sid or getattr(heatmap, "slide_id", None)
                 raise FeatureError(
-                    f"heatmap {i} ({sid or getattr(heatmap, 'slide_id', '')}): {exc}"
+                    f"heatmap {i}{'' if who is None else f' ({who})'}: {exc}"
                 ) from exc
             if names is None:
                 names = fv.names
@@ -1061,7 +1147,7 @@ class HeatmapFeatureExtractor:
         if slide_ids is not None and len(slide_ids) != len(rows):
             raise ParameterError(f"got {len(slide_ids)} slide_ids for {len(rows)} heatmaps")
         if names is None:
-            names = self.feature_names()
+            names = tuple(f.name("um") for f in features)
         values = np.vstack(rows) if rows else np.empty((0, len(names)))
         logger.info("extracted %d features from %d heatmaps", len(names), len(rows))
         return FeatureTable(values, names, tuple(ids), self._preset_name)
@@ -1088,14 +1174,18 @@ class HeatmapFeatureExtractor:
                     "they must be on the same grid"
                 )
             tissue = tissue.astype(bool, copy=False)
-            bad = tissue & ~finite
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise FeatureError(
-                    f"{int(bad.sum())} tissue pixel(s) have no probability (NaN), first at "
-                    f"[row, col] = [{r}, {c}]: predict every tissue patch, or leave those "
-                    "pixels out of the tissue mask"
-                )
+            missing = tissue & ~finite
+            if missing.any():
+                n = int(missing.sum())
+                r, c = np.argwhere(missing)[0]
+                if self.on_missing == "raise":
+                    raise FeatureError(
+                        f"{n} tissue pixel(s) have no probability (NaN), first at "
+                        f"[row, col] = [{r}, {c}]: predict every tissue patch, or pass "
+                        "on_missing='exclude' to leave them out of the tissue"
+                    )
+                logger.info("left %d tissue pixel(s) without a probability out of tissue", n)
+                tissue = tissue & finite
         inside = p[tissue]
         if inside.size and (inside.min() < 0 or inside.max() > 1):
             raise FeatureError(
@@ -1106,3 +1196,6 @@ class HeatmapFeatureExtractor:
             logger.warning("the heatmap has no tissue: all its features are 0")
         pixel_length, units = _pixel_scale(heatmap)
         return FeatureContext(np.where(tissue, p, 0.0), tissue), pixel_length, units
+
+
+_END = object()

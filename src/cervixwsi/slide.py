@@ -47,6 +47,7 @@ import math
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +57,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._pyramid import write_pyramid
 from cervixwsi._tiff import (
     AssociatedPage,
     TiffLevel,
@@ -73,7 +75,7 @@ from cervixwsi.errors import (
     SlideReadError,
 )
 
-__all__ = ["ArraySlide", "BaseSlide", "Slide"]
+__all__ = ["ArraySlide", "BaseSlide", "Slide", "write_pyramid"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,26 +141,12 @@ class BaseSlide(abc.ABC):
     everything else (level arithmetic, clipping, white padding, pasting tiles
     into a region, thumbnails, physical units) lives here, once.
 
-    Attributes
-    ----------
-    dimensions : tuple of int
-        Level-0 ``(width, height)``.
-    level_count : int
-        Number of pyramid levels.
-    level_dimensions : tuple of tuple of int
-        ``(width, height)`` of each level, level 0 first.
-    level_downsamples : tuple of float
-        OpenSlide's downsample of each level: the mean of ``W / w_k`` and
-        ``H / h_k``.
-    mpp : tuple of float or None
-        Level-0 micrometres per pixel ``(x, y)``; ``None`` when the file does
-        not say (never guessed).
-    objective_power : float or None
-        The scanner's objective magnification (e.g. ``20.0``), if known.
-    properties : Mapping[str, str]
-        Metadata with OpenSlide's key names (``openslide.mpp-x``, ...).
-    name : str
-        The slide's identifier (the file name without extension for a file).
+    The attributes are read-only properties: ``dimensions`` (level-0
+    ``(width, height)``), ``level_count``, ``level_dimensions``,
+    ``level_downsamples`` (OpenSlide's: the mean of ``W / w_k`` and
+    ``H / h_k``), ``mpp`` (level-0 micrometres per pixel ``(x, y)``, ``None``
+    when the file does not say: never guessed), ``objective_power``,
+    ``properties`` (OpenSlide's key names) and ``name``.
     """
 
     def __init__(
@@ -531,6 +519,19 @@ class BaseSlide(abc.ABC):
         )
 
 
+def _slide_name(path: Path) -> str:
+    """The file name without its extension (``.ome.tif`` counts as one)."""
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def _close_files(fd: int, tif: Any) -> None:
+    os.close(fd)
+    tif.close()
+
+
 class _AssociatedImages(Mapping[str, RGBImage]):
     """Label, macro and thumbnail images of a :class:`Slide`, decoded when accessed."""
 
@@ -648,18 +649,15 @@ class Slide(BaseSlide):
             raise
         self._tif = tif
         self._fd = fd
+        # Closes the file when the slide is garbage-collected without close().
+        self._finalizer = weakref.finalize(self, _close_files, fd, tif)
         self._levels: tuple[TiffLevel, ...] = layout.levels
         self._io_lock = threading.Lock()  # tifffile's file handle and pread-less platforms
         self._cache = TileCache(self._tile_cache_bytes)
         self._associated = _AssociatedImages(self, layout.associated)
         dims = tuple((lv.width, lv.height) for lv in layout.levels)
-        stem = (
-            path_.name.split(".")[0]
-            if path_.name.lower().endswith((".ome.tif", ".ome.tiff"))
-            else path_.stem
-        )
         super().__init__(
-            name=stem,
+            name=_slide_name(path_),
             level_dimensions=dims,
             mpp=layout.mpp,
             objective_power=layout.objective_power,
@@ -774,8 +772,7 @@ class Slide(BaseSlide):
             return
         super().close()
         self._cache.clear()
-        os.close(self._fd)
-        self._tif.close()
+        self._finalizer()
 
     def __getstate__(self) -> dict[str, Any]:
         return {

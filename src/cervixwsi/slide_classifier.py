@@ -33,7 +33,7 @@ import json
 import logging
 import math
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +63,7 @@ _TRUSTED_TYPES = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class FeatureRanking:
     """Features ordered by random-forest importance, most important first (the study's Table 2).
 
@@ -85,11 +85,12 @@ class FeatureRanking:
     def __len__(self) -> int:
         return len(self.names)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        """``(name, importance)`` pairs, most important first."""
         return iter(zip(self.names, (float(v) for v in self.importances), strict=True))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CrossValidationResult:
     """Per-fold results of :func:`cross_validate`.
 
@@ -143,7 +144,10 @@ def _as_matrix(
         if feature_names is not None:
             raise ParameterError("give feature_names only with an array, a FeatureTable has them")
         return X.values, X.names, X.preset
-    values = np.asarray(X, dtype=np.float64)
+    try:
+        values = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ClassifierError(f"features must be a numeric 2-D array: {exc}") from exc
     if values.ndim != 2:
         raise ClassifierError(
             f"features must be a 2-D (slides, features) array, got {values.shape}"
@@ -271,10 +275,10 @@ class SlideClassifier:
 
         Parameters
         ----------
-        X : FeatureTable or array of shape (n_slides, n_features)
-            Training features.
-        y : array of shape (n_slides,)
-            0 (normal) or 1 (tumor).
+        X : FeatureTable or numpy.ndarray
+            Training features, shape ``(n_slides, n_features)``.
+        y : array-like
+            0 (normal) or 1 (tumor) per slide, shape ``(n_slides,)``.
         feature_names : sequence of str, optional
             Names of the columns of an array ``X`` (default ``x0, x1, ...``).
 
@@ -371,6 +375,8 @@ class SlideClassifier:
             Before ``fit``.
         """
         selected = self._selected_matrix(X, feature_names)
+        if not len(selected):
+            return np.empty((0, 2))
         proba = np.asarray(self.forest_.predict_proba(selected), dtype=np.float64)
         return proba
 
@@ -473,6 +479,7 @@ class SlideClassifier:
             importances = np.asarray(meta["feature_importances"], dtype=np.float64)
             params = dict(meta["params"])
             preset = meta["preset"]
+            clf = cls(**params)
         except Exception as exc:  # skops raises many kinds on corrupt content
             raise ResultFileError(f"{path}: the saved forest cannot be read: {exc}") from exc
         if (
@@ -491,7 +498,6 @@ class SlideClassifier:
                 meta.get("sklearn_version"),
                 sklearn.__version__,
             )
-        clf = cls(**params)
         order = np.argsort(-importances, kind="stable")
         clf.forest_ = forest
         clf.feature_names_in_ = names
@@ -502,19 +508,6 @@ class SlideClassifier:
         clf.preset_ = None if preset is None else str(preset)
         clf.classes_ = np.array([0, 1])
         return clf
-
-
-def _roc_auc(labels: npt.NDArray[np.int64], scores: FloatArray) -> float:
-    """ROC AUC through :func:`cervixwsi.metrics.roc_auc`.
-
-    Falls back to scikit-learn's (the same definition) while the metrics module
-    of this source tree does not export ``roc_auc`` yet.
-    """
-    try:
-        from cervixwsi.metrics import roc_auc  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        from sklearn.metrics import roc_auc_score as roc_auc
-    return float(roc_auc(labels, scores))
 
 
 def cross_validate(
@@ -534,12 +527,12 @@ def cross_validate(
 
     Parameters
     ----------
-    X : FeatureTable or 2-D array
+    X : FeatureTable or numpy.ndarray
         Features of all slides.
-    y : array
+    y : array-like
         0 (normal) or 1 (tumor) per slide.
-    cv : int or iterable of (train, test) index arrays
-        Number of stratified folds, 5; or explicit folds.
+    cv : int or iterable
+        Number of stratified folds, 5; or explicit ``(train, test)`` index arrays.
     classifier : SlideClassifier, optional
         Its parameters are used for every fold (default ``SlideClassifier()``);
         it is not fitted itself.
@@ -565,6 +558,8 @@ def cross_validate(
     >>> res.fold_auc.shape, res.mean_auc > 0.9
     ((4,), True)
     """
+    from cervixwsi.metrics import roc_auc
+
     values, names, preset = _as_matrix(X, feature_names)
     labels = _as_labels(y, values.shape[0])
     template = classifier if classifier is not None else SlideClassifier()
@@ -602,7 +597,7 @@ def cross_validate(
         scores = clf.predict_proba(table.rows(test))[:, 1]
         oof[test] = scores
         folds[test] = k
-        aucs.append(_roc_auc(labels[test], scores))
+        aucs.append(roc_auc(labels[test], scores))
         selected.append(clf.selected_features_)
         logger.info("fold %d: AUC %.3f, features %s", k, aucs[-1], clf.selected_features_)
     if not aucs:

@@ -28,25 +28,28 @@ Examples
 >>> mask = TissueMasker(mpp=8.0).mask(slide)
 >>> mask.shape, round(mask.area_um2)  # 560 x 400 µm, less corners rounded by the opening
 ((100, 150), 223744)
->>> float(mask.fraction(Box(300, 200, 256, 256)))
+>>> float(mask.fraction(Box(200, 120, 128, 128)))  # a level-0 box inside the piece
 1.0
+>>> float(mask.fraction(Box(376, 236, 128, 128)))  # one overlapping its corner by 1/4
+0.25
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, overload, runtime_checkable
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi.errors import GeometryError, ParameterError, RegionError
+from cervixwsi.errors import GeometryError, ParameterError, RegionError, ResultFileError
 from cervixwsi.geometry import Box, Raster
 
 __all__ = ["SlideLike", "TissueMask", "TissueMasker", "pen_mask"]
@@ -54,6 +57,10 @@ __all__ = ["SlideLike", "TissueMask", "TissueMasker", "pen_mask"]
 logger = logging.getLogger(__name__)
 
 Channel = Literal["saturation", "value"]
+_MASK_FORMAT = "cervixwsi.TissueMask"
+_MASK_VERSION = 1
+# The largest level read whole (about 800 MB of RGB; 8 µm/px of a 13 x 13 cm slide).
+_MAX_LEVEL_PIXELS = 2**28
 _CHANNELS: dict[str, int] = {"saturation": 1, "value": 2}
 
 
@@ -134,13 +141,20 @@ def pen_mask(hsv: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     >>> pen_mask(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))
     array([[ True, False,  True]])
     """
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    inked = s >= _INK_MIN_SATURATION
-    green = (h >= _GREEN_HUE[0]) & (h < _GREEN_HUE[1])
-    blue = (h >= _BLUE_HUE[0]) & (h < _BLUE_HUE[1])
-    red = ((h < _RED_HUE_LOW) | (h >= _RED_HUE_HIGH)) & (s >= _RED_MIN_SATURATION)
-    red |= inked & ((h < _PURE_RED_HUE[0]) | (h >= _PURE_RED_HUE[1]))
-    out: npt.NDArray[np.bool_] = (inked & (green | blue)) | red | (v < _BLACK_MAX_VALUE)
+    hsv = np.ascontiguousarray(hsv, dtype=np.uint8)
+    ranges = (  # (low, high) HSV bounds, inclusive, of each kind of ink
+        ((_GREEN_HUE[0], _INK_MIN_SATURATION, 0), (_GREEN_HUE[1] - 1, 255, 255)),
+        ((_BLUE_HUE[0], _INK_MIN_SATURATION, 0), (_BLUE_HUE[1] - 1, 255, 255)),
+        ((0, _RED_MIN_SATURATION, 0), (_RED_HUE_LOW - 1, 255, 255)),
+        ((_RED_HUE_HIGH, _RED_MIN_SATURATION, 0), (179, 255, 255)),
+        ((0, _INK_MIN_SATURATION, 0), (_PURE_RED_HUE[0] - 1, 255, 255)),
+        ((_PURE_RED_HUE[1], _INK_MIN_SATURATION, 0), (179, 255, 255)),
+        ((0, 0, 0), (179, 255, _BLACK_MAX_VALUE - 1)),
+    )
+    ink = np.zeros(hsv.shape[:2], np.uint8)
+    for low, high in ranges:  # cv2.inRange: one fast pass per range
+        cv2.bitwise_or(ink, cv2.inRange(hsv, low, high), dst=ink)
+    out: npt.NDArray[np.bool_] = ink > 0
     return out
 
 
@@ -176,7 +190,7 @@ class TissueMask(Raster):
     5000.0
     """
 
-    __slots__ = ("_integral", "_lock")
+    __slots__ = ("_integral",)
 
     def __init__(
         self,
@@ -191,7 +205,6 @@ class TissueMask(Raster):
             arr = arr != 0
         super().__init__(arr, downsample, slide_dimensions, mpp=mpp)
         self._integral: npt.NDArray[np.int64] | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_raster(cls, raster: Raster) -> TissueMask:
@@ -217,17 +230,17 @@ class TissueMask(Raster):
     def integral(self) -> npt.NDArray[np.int64]:
         """The summed-area table, ``(rows + 1, cols + 1)`` int64.
 
-        Entry ``[r, c]`` is ``array[:r, :c].sum()``.  Computed once and cached
-        (thread-safe).
+        Entry ``[r, c]`` is ``array[:r, :c].sum()``.  Computed on first use and
+        cached (read-only).
         """
-        if self._integral is None:
-            with self._lock:
-                if self._integral is None:
-                    table = np.zeros((self.shape[0] + 1, self.shape[1] + 1), np.int64)
-                    np.cumsum(self._array, axis=0, dtype=np.int64, out=table[1:, 1:])
-                    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
-                    self._integral = table
-        return self._integral
+        table = self._integral
+        if table is None:  # two threads may both compute it; either result is the same
+            table = np.zeros((self.shape[0] + 1, self.shape[1] + 1), np.int64)
+            np.cumsum(self._array, axis=0, dtype=np.int64, out=table[1:, 1:])
+            np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+            table.flags.writeable = False
+            self._integral = table
+        return table
 
     def _area(
         self, u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]
@@ -242,7 +255,7 @@ class TissueMask(Raster):
         t10, t11 = table[r + 1, c], table[r + 1, c + 1]
         out: npt.NDArray[np.float64] = (
             t00 + a * (t01 - t00) + b * (t10 - t00) + a * b * (t11 - t10 - t01 + t00)
-        )
+        ).astype(np.float64)
         return out
 
     @overload
@@ -384,6 +397,73 @@ class TissueMask(Raster):
             out.append(Box(x0, y0, min(c1 * d, width0) - x0, min(r1 * d, height0) - y0))
         return out
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the mask to a ``.npz`` file (the array, its geometry and a format tag).
+
+        The file appears only when complete (written under a temporary name and
+        renamed), and loads without executing code (no pickles).
+
+        Examples
+        --------
+        >>> import numpy as np, pathlib, tempfile
+        >>> m = TissueMask(np.eye(3, dtype=bool), 32, (96, 90), mpp=0.25)
+        >>> path = m.save(pathlib.Path(tempfile.mkdtemp()) / "slide-1.tissue.npz")
+        >>> back = TissueMask.load(path)
+        >>> back.same_grid(m), back.mpp, bool((back.array == m.array).all())
+        (True, 0.25, True)
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        with tmp.open("wb") as f:
+            np.savez_compressed(
+                f,
+                format=np.array(_MASK_FORMAT),
+                version=np.array(_MASK_VERSION),
+                array=self.array,
+                downsample=np.array(self.downsample),
+                slide_dimensions=np.array(self.slide_dimensions, np.int64),
+                mpp=np.array(np.nan if self.mpp is None else self.mpp),
+            )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TissueMask:
+        """Read a mask written by :meth:`save`.
+
+        Raises
+        ------
+        ResultFileError
+            If the file is missing, empty, truncated, not a saved tissue mask,
+            or of a newer format.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ResultFileError(f"no tissue mask file at {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fields = {k: data[k] for k in data.files}
+        except Exception as exc:  # zipfile, zlib and numpy raise many kinds
+            raise ResultFileError(f"{path} is not a readable tissue mask file: {exc}") from exc
+        if str(fields.get("format", "")) != _MASK_FORMAT:
+            raise ResultFileError(f"{path} is not a cervixwsi tissue mask")
+        if int(fields.get("version", -1)) != _MASK_VERSION:
+            raise ResultFileError(
+                f"{path} has tissue mask format {fields.get('version')}; "
+                f"this cervixwsi reads format {_MASK_VERSION}"
+            )
+        try:
+            mpp = float(fields["mpp"])
+            width, height = (int(v) for v in fields["slide_dimensions"])
+            return cls(
+                fields["array"].astype(bool),
+                float(fields["downsample"]),
+                (width, height),
+                mpp=None if math.isnan(mpp) else mpp,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ResultFileError(f"{path} is a damaged tissue mask file: {exc}") from exc
+
     @property
     def area_px(self) -> float:
         """Tissue area in level-0 pixels (edge pixels clipped to the slide)."""
@@ -421,13 +501,13 @@ def _check_level(slide: SlideLike, level: int) -> None:
 
 
 def _ellipse(diameter_px: float) -> npt.NDArray[np.uint8] | None:
+    """A disk of the given diameter, symmetric under flips and 90° rotations (or None)."""
     radius = round(diameter_px / 2)
     if radius < 1:
         return None
-    kernel: npt.NDArray[np.uint8] = cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)
-    )
-    return kernel
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disk: npt.NDArray[np.uint8] = (x * x + y * y <= radius * radius).astype(np.uint8)
+    return disk
 
 
 def _remove_small(mask: npt.NDArray[np.bool_], min_px: float) -> npt.NDArray[np.bool_]:
@@ -482,12 +562,13 @@ class TissueMasker:
         of Otsu's.
     otsu_bounds : tuple of float
         Otsu's *saturation* threshold is clipped to this range (0..255),
-        default ``(20, 60)``.  The lower bound makes near-white glass never
+        default ``(20, 30)``.  The lower bound makes near-white glass never
         tissue (on an empty or almost-white slide Otsu would split the noise
-        of the glass); the upper bound keeps Otsu from splitting tissue in
-        two when there is no glass to separate it from (a crop inside
-        tissue) or from separating pen ink instead of tissue.  H&E tissue is
-        more saturated than 60 at low resolution, glass less than 20.
+        of the glass); the upper bound keeps Otsu from splitting the tissue
+        itself when its saturation has two modes (pale stroma, dark tumor),
+        when there is no glass to separate it from (a crop inside tissue),
+        or when pen ink is the most saturated class.  At 8 µm/px glass has
+        a saturation under 15 and stained tissue over 30.
     exclude_pen : bool
         Remove red, green, blue and black marker ink (see :func:`pen_mask`)
         and a ``pen_margin_um`` band around it.  Default True (not part of
@@ -502,11 +583,11 @@ class TissueMasker:
         (removes specks) and the closing (bridges gaps in loose tissue),
         default 16 µm and 64 µm; 0 skips the step.
     min_tissue_area_um2 : float
-        Tissue pieces smaller than this are dropped; default 10 000 µm²
-        (0.01 mm², a 100 µm square).
+        Tissue pieces smaller than this are dropped; default 2 500 µm²
+        (a 50 µm square).
     max_hole_area_um2 : float
         Holes (glass enclosed by tissue) up to this area are filled; default
-        10 000 µm².
+        2 500 µm².
     assumed_mpp : float
         Level-0 µm/px assumed for slides that do not record their resolution
         (a warning says so).  Default 0.25 (a 40× scan).
@@ -519,7 +600,7 @@ class TissueMasker:
     >>> image[50:250, 60:200] = (190, 110, 170)
     >>> mask = TissueMasker(level=0).mask(ArraySlide(image, mpp=4.0))
     >>> int(mask.array.sum()), mask.downsample
-    (27992, 1.0)
+    (27988, 1.0)
     """
 
     mpp: float = 8.0
@@ -527,13 +608,13 @@ class TissueMasker:
     channels: tuple[Channel, ...] = ("saturation",)
     combine: Literal["and", "or"] = "and"
     threshold: float | tuple[float, ...] | None = None
-    otsu_bounds: tuple[float, float] = (20.0, 60.0)
+    otsu_bounds: tuple[float, float] = (20.0, 30.0)
     exclude_pen: bool = True
     pen_margin_um: float = 25.0
     opening_um: float = 16.0
     closing_um: float = 64.0
-    min_tissue_area_um2: float = 10_000.0
-    max_hole_area_um2: float = 10_000.0
+    min_tissue_area_um2: float = 2_500.0
+    max_hole_area_um2: float = 2_500.0
     assumed_mpp: float = 0.25
 
     def _validate(self) -> None:
@@ -624,6 +705,14 @@ class TissueMasker:
         TissueMask
             At the downsample of the level read.
 
+        Raises
+        ------
+        ParameterError
+            If a parameter of the masker is invalid (named in the message).
+        RegionError
+            If the slide lacks ``level``, or the level to read is too large to
+            read whole (over 2**28 pixels: a slide without a pyramid).
+
         Warns
         -----
         UserWarning
@@ -638,6 +727,14 @@ class TissueMasker:
                 "TissueMasker(assumed_mpp=...) or give the slide an mpp)",
                 UserWarning,
                 stacklevel=2,
+            )
+        width_k, height_k = slide.level_dimensions[level]
+        if width_k * height_k > _MAX_LEVEL_PIXELS:
+            gib = 3 * width_k * height_k / 2**30
+            raise RegionError(
+                f"tissue detection reads one whole level, and level {level} of slide "
+                f"{slide.name!r} is {width_k}x{height_k} pixels ({gib:.1f} GiB of RGB): give "
+                "the slide a pyramid (cervixwsi.slide.write_pyramid) or choose a coarser level"
             )
         rgb = np.asarray(slide.read_level(level))
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

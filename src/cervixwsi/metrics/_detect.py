@@ -66,7 +66,7 @@ def detect_lesions(
 
     Returns
     -------
-    numpy.ndarray of shape (N, 3), float64
+    numpy.ndarray (N, 3), float64
         ``prob, x, y`` with integer level-0 ``x, y`` (the centre of the heatmap
         pixel, floored and kept inside the slide), sorted by decreasing
         probability.

@@ -67,7 +67,7 @@ def read_detections_csv(path: str | os.PathLike[str]) -> npt.NDArray[np.float64]
 
     Returns
     -------
-    numpy.ndarray of shape (N, 3), float64
+    numpy.ndarray (N, 3), float64
         ``prob, x, y`` per row, in file order.
 
     Raises
@@ -139,7 +139,7 @@ def write_detections_csv(path: str | os.PathLike[str], detections: npt.ArrayLike
     ----------
     path : str or os.PathLike
         The file to write (overwritten; its folder must exist).
-    detections : array-like of shape (N, 3)
+    detections : array-like (N, 3)
         ``prob, x, y`` per detection (non-negative finite probabilities,
         integer level-0 coordinates).
 

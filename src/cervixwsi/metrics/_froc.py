@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,9 @@ __all__ = [
     "froc",
     "itc_labels",
 ]
+
+if TYPE_CHECKING:
+    from cervixwsi.annotations import AnnotationSet
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +53,25 @@ class SlideFROC:
         The slide's key in the inputs.
     is_tumor : bool
         False for a normal slide (no mask): then every detection is an FP.
-    detections : numpy.ndarray of shape (N, 3)
+    detections : numpy.ndarray (N, 3)
         The slide's detections ``prob, x, y`` (level-0 pixels), in input order.
-    detection_label : numpy.ndarray of shape (N,), int64
+    detection_label : numpy.ndarray (N,), int64
         The evaluation-mask label under each detection (0: outside every lesion).
-    is_true_positive : numpy.ndarray of shape (N,), bool
+    is_true_positive : numpy.ndarray (N,), bool
         The detection that counts for its lesion (the most probable one with
         probability > 0; on ties, the first).
-    is_false_positive : numpy.ndarray of shape (N,), bool
+    is_false_positive : numpy.ndarray (N,), bool
         Detections outside every lesion (label 0), and every detection of a
         normal slide.
-    in_itc : numpy.ndarray of shape (N,), bool
+    in_itc : numpy.ndarray (N,), bool
         Detections in an ITC region: ignored, neither TP nor FP.  Detections
         in no category (inside a lesion whose hit is another detection, or of
         probability 0) are dropped.
-    lesion_labels : numpy.ndarray of shape (L,), int64
+    lesion_labels : numpy.ndarray (L,), int64
         The labels of the lesions to detect (non-ITC), increasing.
-    lesion_probability : numpy.ndarray of shape (L,), float64
+    lesion_probability : numpy.ndarray (L,), float64
         The probability of each lesion's counting detection, 0 when missed.
-    lesion_detection : numpy.ndarray of shape (L,), int64
+    lesion_detection : numpy.ndarray (L,), int64
         Index (into ``detections``) of each lesion's counting detection, -1
         when missed.
     itc_labels : numpy.ndarray, int64
@@ -122,7 +125,7 @@ class FROCResult:
         final ``(0, 0)`` point.
     eval_fps : tuple of float
         ``(1/4, 1/2, 1, 2, 4, 8)`` false positives per slide.
-    eval_sensitivities : numpy.ndarray of shape (6,)
+    eval_sensitivities : numpy.ndarray (6,)
         The sensitivity at each of ``eval_fps`` (linear interpolation of the curve).
     score : float
         The mean of ``eval_sensitivities``: the FROC score.
@@ -187,17 +190,46 @@ def _disk(radius: float) -> npt.NDArray[np.uint8]:
     return (np.sqrt(d[:, None] ** 2 + d[None, :] ** 2) < radius).astype(np.uint8)
 
 
-def _fill_holes(binary: BoolArray) -> BoolArray:
-    """:func:`scipy.ndimage.binary_fill_holes` (4-connected background), by labelling."""
-    from scipy import ndimage
+def _fill_holes(binary: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """:func:`scipy.ndimage.binary_fill_holes` (4-connected background) of a 0/1 image.
 
-    background, n = ndimage.label(~binary)
-    if n == 0:
-        return binary
-    border = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[border] = True
-    return np.asarray(binary | ~keep[background], dtype=bool)
+    The background reachable from outside the image is flood-filled from a
+    one-pixel frame around it; every other background pixel is a hole.
+    """
+    import cv2
+
+    h, w = binary.shape
+    framed = np.zeros((h + 2, w + 2), np.uint8)
+    framed[1:-1, 1:-1] = binary
+    cv2.floodFill(framed, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 2, flags=4)
+    return np.asarray(framed[1:-1, 1:-1] != 2, dtype=np.uint8)
+
+
+def _label_raster_order(
+    binary: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.int32], int, IntArray]:
+    """8-connected labels ``1..K`` numbered in raster order of each region's first pixel.
+
+    That is :func:`skimage.measure.label`'s numbering (the official script's);
+    OpenCV labels faster but may number block-wise, so its labels are renumbered.
+    Returns the labels, ``K`` and the flat indices of the labelled pixels.
+    """
+    import cv2
+
+    n, labels = cv2.connectedComponents(binary, connectivity=8, ltype=cv2.CV_32S)
+    n -= 1
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    if n <= 1:
+        return np.asarray(labels, np.int32), n, idx
+    first = np.full(n + 1, flat.size, np.int64)
+    np.minimum.at(first, flat[idx], idx)
+    order = np.argsort(first[1:], kind="stable")
+    if np.array_equal(order, np.arange(n)):
+        return np.asarray(labels, np.int32), n, idx
+    remap = np.zeros(n + 1, np.int32)
+    remap[order + 1] = np.arange(1, n + 1, dtype=np.int32)
+    return np.asarray(remap[labels], np.int32), n, idx
 
 
 def evaluation_mask(tumor: npt.ArrayLike, *, mpp: float, level: int = 5) -> npt.NDArray[np.int32]:
@@ -242,7 +274,6 @@ def evaluation_mask(tumor: npt.ArrayLike, *, mpp: float, level: int = 5) -> npt.
     np.int32(2)
     """
     import cv2
-    from scipy import ndimage
 
     level, mpp = _check_level_mpp(level, mpp)
     arr = np.asarray(tumor)
@@ -255,16 +286,14 @@ def evaluation_mask(tumor: npt.ArrayLike, *, mpp: float, level: int = 5) -> npt.
         return np.zeros(arr.shape, np.int32)
     # The official threshold expression, evaluated in the same order.
     threshold = 75 / (mpp * pow(2, level) * 2)
-    binary = cv2.dilate(arr.astype(np.uint8), _disk(threshold)).astype(bool)
-    filled = _fill_holes(binary)
-    labels, _ = ndimage.label(filled, structure=np.ones((3, 3), dtype=bool))
-    return np.asarray(labels, dtype=np.int32)
+    binary = cv2.dilate(arr.astype(np.uint8), _disk(threshold))
+    return _label_raster_order(_fill_holes(binary))[0]
 
 
-def _major_axis_lengths(labels: npt.NDArray[np.integer], n: int) -> FloatArray:
-    """``major_axis_length`` of regions ``1..n`` from their second moments."""
-    rows, cols = np.nonzero(labels)
-    lab = labels[rows, cols].astype(np.intp)
+def _major_axis_lengths(labels: npt.NDArray[np.integer], n: int, idx: IntArray) -> FloatArray:
+    """``major_axis_length`` of regions ``1..n`` (pixels at flat ``idx``) from their moments."""
+    rows, cols = np.divmod(idx, labels.shape[1])
+    lab = labels.ravel()[idx].astype(np.intp)
     count = np.bincount(lab, minlength=n + 1).astype(np.float64)[1:]
     mr = np.bincount(lab, weights=rows, minlength=n + 1)[1:] / count
     mc = np.bincount(lab, weights=cols, minlength=n + 1)[1:] / count
@@ -311,14 +340,21 @@ def itc_labels(
     >>> itc_labels(evaluation_mask(m, mpp=0.243), mpp=0.243)
     array([1])
     """
+    level, mpp = _check_level_mpp(level, mpp)
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    return _itc(labels, n, np.flatnonzero(labels), mpp, level)
+
+
+def _itc(
+    labels: npt.NDArray[np.integer], n: int, idx: IntArray, mpp: float, level: int
+) -> IntArray:
     from skimage.measure import regionprops
 
-    level, mpp = _check_level_mpp(level, mpp)
-    n = int(labels.max(initial=0))
     if n == 0:
         return np.zeros(0, np.int64)
     threshold = 275 / (mpp * pow(2, level))
-    major = _major_axis_lengths(labels, n)
+    major = _major_axis_lengths(labels, n, idx)
     is_itc = major < threshold
     # Within rounding distance of the threshold, ask scikit-image itself (on the
     # same bounding-box image regionprops uses), so the decision is the official one.
@@ -332,6 +368,25 @@ def itc_labels(
             crop = (labels[box] == i + 1).astype(np.uint8)
             is_itc[i] = regionprops(crop)[0].axis_major_length < threshold
     return np.flatnonzero(is_itc).astype(np.int64) + 1
+
+
+def _regions(
+    tumor: npt.NDArray[np.bool_], mpp: float, level: int, itc: bool, slide_id: str
+) -> tuple[npt.NDArray[np.int32], IntArray]:
+    """Evaluation mask and ITC labels of one slide (one pass over the labelled pixels)."""
+    import cv2
+
+    if not tumor.any():
+        logger.warning(
+            "slide %r: the tumor mask has no tumor pixels; every detection is an FP", slide_id
+        )
+        return np.zeros(tumor.shape, np.int32), np.zeros(0, np.int64)
+    threshold = 75 / (mpp * pow(2, level) * 2)
+    binary = cv2.dilate(tumor.astype(np.uint8), _disk(threshold))
+    labels, n, idx = _label_raster_order(_fill_holes(binary))
+    itcs = _itc(labels, n, idx, mpp, level) if itc else np.zeros(0, np.int64)
+    logger.debug("slide %r: %d regions, %d ITC", slide_id, n, itcs.size)
+    return labels, itcs
 
 
 # --- one slide ----------------------------------------------------------------------------
@@ -556,7 +611,9 @@ def froc(
     and per-label TP slots (float32; missed lesions and ITCs at 0), with the
     smallest one skipped (``all_probs[1:]``); a TP counts at threshold ``t``
     when ``float32(p) >= float32(t)``.  So a TP of 0.3 and an FP of 0.3 are two
-    thresholds, and the lowest operating point is lost when no lesion is missed.
+    thresholds, the lowest operating point is lost when no lesion is missed, and
+    (as in the script) a threshold below float32's smallest number, ``< 1e-45``,
+    counts missed lesions as detected.
 
     ``protocol="strict"`` is the same protocol without those quirks: all
     values in float64, every distinct probability of an FP or a lesion's hit is
@@ -564,11 +621,11 @@ def froc(
 
     Parameters
     ----------
-    masks : mapping of str to bool array or None
+    masks : mapping of str to numpy.ndarray of bool or None
         Per slide id, the tumor mask at the evaluation level (pixel ``[r, c]``
         covers level-0 ``[c * 2**level, (c + 1) * 2**level)`` horizontally),
         or ``None`` for a normal slide.
-    detections : mapping of str to array-like of shape (N, 3)
+    detections : mapping of str to array-like (N, 3)
         Per slide id (the same ids as ``masks``), ``prob, x, y`` with ``x, y``
         integer level-0 pixels and ``prob >= 0``.  An empty array for a slide
         without detections.
@@ -616,12 +673,13 @@ def froc(
         if mask is None:
             slides.append((sid, None, np.zeros(0, np.int64), dets))
             continue
-        labels = evaluation_mask(mask, mpp=mpp, level=level)
-        if labels.max(initial=0) == 0:
-            logger.warning(
-                "slide %r: the tumor mask has no tumor pixels; every detection is an FP", sid
+        arr = np.asarray(mask)
+        if arr.ndim != 2 or arr.dtype != np.bool_:
+            raise MetricsError(
+                f"the tumor mask of slide {sid!r} must be a 2-D bool array, got shape "
+                f"{arr.shape} dtype {arr.dtype} (for a 0/255 Camelyon16 mask use mask == 255)"
             )
-        itcs = itc_labels(labels, mpp=mpp, level=level) if itc else np.zeros(0, np.int64)
+        labels, itcs = _regions(arr, mpp, level, itc, sid)
         slides.append((sid, labels, itcs, dets))
     return _froc(slides, level=level, protocol=protocol)
 
@@ -650,6 +708,10 @@ def _level_mask(raster: Raster, level: int, slide_id: str) -> npt.NDArray[np.boo
             f"slide {slide_id!r} of {width}x{height} level-0 pixels is smaller than one "
             f"evaluation pixel at level {level} ({d}x{d})"
         )
+    step = d / raster.downsample
+    if step == int(step):  # e.g. a level-0 or level-5 mask: floor(r * d / ds) = r * step
+        k = int(step)
+        return np.asarray(raster.array[: rows * k : k, : cols * k : k], dtype=bool)
     ys = np.arange(rows, dtype=np.float64) * d
     xs = np.arange(cols, dtype=np.float64) * d
     r, _ = raster.to_index(np.zeros_like(ys), ys)
@@ -718,6 +780,36 @@ class FROCEvaluator:
         return evaluation_mask(_level_mask(ground_truth, level, slide_id), mpp=m, level=level)
 
     @staticmethod
+    def _rasterize(
+        annotations: object,
+        slide_id: str,
+        level: int,
+        mpp: float | None,
+        slide_dimensions: Mapping[str, tuple[int, int]] | None,
+    ) -> Raster:
+        from cervixwsi.annotations import AnnotationSet, rasterize
+
+        if not isinstance(annotations, AnnotationSet):
+            raise MetricsError(
+                f"ground truth of slide {slide_id!r} must be a Raster, an AnnotationSet or None, "
+                f"got {type(annotations).__name__}"
+            )
+        if slide_dimensions is None or slide_id not in slide_dimensions or mpp is None:
+            raise MetricsError(
+                f"slide {slide_id!r} has annotations as ground truth: pass its level-0 size in "
+                "slide_dimensions={...} and mpp=... to evaluate()"
+            )
+        width, height = (int(v) for v in slide_dimensions[slide_id])
+        d = 2**level
+        shape = (height // d, width // d)
+        if shape[0] == 0 or shape[1] == 0:
+            raise MetricsError(
+                f"slide {slide_id!r} of {width}x{height} level-0 pixels is smaller than one "
+                f"evaluation pixel at level {level} ({d}x{d})"
+            )
+        return rasterize(annotations, shape, d, slide_dimensions=(width, height), mpp=mpp)
+
+    @staticmethod
     def _mpp(raster: Raster, mpp: float | None, slide_id: str) -> float:
         value = mpp if mpp is not None else raster.mpp
         if value is None:
@@ -729,23 +821,31 @@ class FROCEvaluator:
 
     def evaluate(
         self,
-        ground_truth: Mapping[str, Raster | None],
+        ground_truth: Mapping[str, Raster | AnnotationSet | None],
         detections: Mapping[str, npt.ArrayLike | str | os.PathLike[str]],
         *,
         mpp: float | None = None,
+        slide_dimensions: Mapping[str, tuple[int, int]] | None = None,
     ) -> FROCResult:
         """Evaluate detections of many slides.
 
         Parameters
         ----------
-        ground_truth : mapping of str to Raster or None
+        ground_truth : mapping of str to Raster, AnnotationSet or None
             Per slide id, a bool tumor-mask :class:`~cervixwsi.geometry.Raster`
-            at any downsample, or ``None`` for a normal slide.
-        detections : mapping of str to (N, 3) array or path
+            at any downsample, annotations
+            (:class:`~cervixwsi.annotations.AnnotationSet`: ``"tumor"``
+            polygons minus ``"exclusion"`` ones, rasterised at the evaluation
+            level, each evaluation pixel inside when its centre is), or
+            ``None`` for a normal slide.
+        detections : mapping of str to array-like (N, 3) or path
             Per slide id (the same ids), ``prob, x, y`` in level-0 pixels, or a
             Camelyon16 CSV file (:func:`read_detections_csv`).
         mpp : float, optional
             Level-0 µm per pixel for every slide; by default each Raster's own.
+            Required for annotations.
+        slide_dimensions : mapping of str to (int, int), optional
+            Level-0 ``(width, height)`` of the slides given as annotations.
 
         Returns
         -------
@@ -774,6 +874,8 @@ class FROCEvaluator:
             if gt is None:
                 slides.append((sid, None, np.zeros(0, np.int64), dets))
                 continue
+            if not isinstance(gt, Raster):
+                gt = self._rasterize(gt, sid, level, mpp, slide_dimensions)
             width, height = gt.slide_dimensions
             out = (dets[:, 1] >= width) | (dets[:, 2] >= height)
             if out.any():
@@ -783,12 +885,7 @@ class FROCEvaluator:
                     f"is outside the slide of {width}x{height} pixels"
                 )
             m = self._mpp(gt, mpp, sid)
-            labels = evaluation_mask(_level_mask(gt, level, sid), mpp=m, level=level)
-            if labels.max(initial=0) == 0:
-                logger.warning(
-                    "slide %r: the tumor mask has no tumor pixels; every detection is an FP", sid
-                )
-            itcs = itc_labels(labels, mpp=m, level=level) if self.itc else np.zeros(0, np.int64)
+            _check_level_mpp(level, m)
+            labels, itcs = _regions(_level_mask(gt, level, sid), m, level, self.itc, sid)
             slides.append((sid, labels, itcs, dets))
-            logger.debug("slide %r: %d regions, %d ITC", sid, int(labels.max(initial=0)), itcs.size)
         return _froc(slides, level=level, protocol=protocol)

@@ -161,10 +161,10 @@ def roc_curve(
 
     Parameters
     ----------
-    y_true : array-like of shape (n,)
+    y_true : array-like (n,)
         1 (or ``True``) for positive slides, 0 for negative ones.  Both
         classes must be present.
-    scores : array-like of shape (n,)
+    scores : array-like (n,)
         Finite scores, higher meaning more likely positive.
     drop_intermediate : bool
         Drop collinear points that do not change the curve's shape
@@ -208,9 +208,9 @@ def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
 
     Parameters
     ----------
-    y_true : array-like of shape (n,)
+    y_true : array-like (n,)
         1 (or ``True``) for positive slides, 0 for negative ones.
-    scores : array-like of shape (n,)
+    scores : array-like (n,)
         Finite scores, higher meaning more likely positive.
 
     Returns
@@ -297,9 +297,9 @@ def auc_ci(
 
     Parameters
     ----------
-    y_true : array-like of shape (n,)
+    y_true : array-like (n,)
         1 (or ``True``) for positive slides, 0 for negative ones.
-    scores : array-like of shape (n,)
+    scores : array-like (n,)
         Finite scores, higher meaning more likely positive.
     method : {"delong", "bootstrap"}
         ``"delong"``: ``auc ± z * se`` with DeLong's standard error (fast
@@ -385,9 +385,9 @@ def compare_auc(
 
     Parameters
     ----------
-    scores_a, scores_b : array-like of shape (n,)
+    scores_a, scores_b : array-like (n,)
         The two models' scores for the same slides, in the same order.
-    y_true : array-like of shape (n,)
+    y_true : array-like (n,)
         1 (or ``True``) for positive slides, 0 for negative ones.
     alpha : float
         ``1 - confidence`` of the interval of the difference.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ def _small_cnn(inputs: Any) -> Any:
         x = keras.layers.Conv2D(
             filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
         )(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
         return keras.layers.ReLU(name=f"{name}_relu")(x)
 
     x = conv_bn_relu(inputs, 16, 2, "stem")
@@ -184,13 +185,23 @@ def _load_weights_file(model: keras.Model, arch: str, path: Path) -> None:
         raise WeightsError(
             f"weights file {path} holds a {other!r} model, not the requested {arch!r}"
         )
-    try:
-        model.load_weights(path)
-    except Exception as exc:  # keras raises ValueError, OSError, KeyError, ...
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # keras raises ValueError, OSError, KeyError, ...
+            raise WeightsError(
+                f"weights file {path} does not fit a {arch!r} model "
+                f"(input size {model.input_shape[1]}): {exc}"
+            ) from exc
+    skipped = [w for w in caught if "Skipping" in str(w.message)]
+    if skipped:  # Keras loaded only part of the model and left the rest random
         raise WeightsError(
-            f"weights file {path} does not fit a {arch!r} model "
-            f"(input size {model.input_shape[1]}): {exc}"
-        ) from exc
+            f"weights file {path} does not fit a {arch!r} model: {len(skipped)} parts of the "
+            f"model found no weights in it (first: {skipped[0].message})"
+        )
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def build_model(
@@ -218,7 +229,7 @@ def build_model(
         the 256 × 256 patch). Inception networks need at least 75, the others 32.
     n_classes : int, default 2
         Number of softmax outputs (normal, tumor).
-    weights : None, "imagenet" or path, default None
+    weights : None, "imagenet", str or os.PathLike, default None
         ``None``: random initialisation. ``"imagenet"``: the backbone's
         ImageNet weights, only when Keras already has the file in its local
         cache (see :func:`imagenet_weights_path`); nothing is downloaded. A path

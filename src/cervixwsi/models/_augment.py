@@ -2,7 +2,7 @@
 
 Every random choice is a *stateless* TensorFlow op driven by an explicit
 ``(2,)`` integer seed, so a given (seed, epoch, patch) always gets the same
-augmentation: training is reproducible and resumes exactly.
+augmentation: the data a run sees are reproducible, also after resuming.
 """
 
 from __future__ import annotations
@@ -183,9 +183,9 @@ def augment_patch(
 
     Parameters
     ----------
-    image : array or tf.Tensor, uint8, shape (H, W, 3)
+    image : numpy.ndarray or tf.Tensor of uint8 (H, W, 3)
         The patch (H, W >= ``size``).
-    seed : array or tf.Tensor, int, shape (2,)
+    seed : numpy.ndarray or tf.Tensor of int (2,)
         Stateless seed: the same seed gives the same transformation.
     size : int or None
         Side of the output crop; ``None`` keeps the full patch.

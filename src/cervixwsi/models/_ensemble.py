@@ -42,7 +42,7 @@ class EnsembleClassifier:
     ----------
     members : tuple
         The predictors.
-    weights : ndarray of float64
+    weights : numpy.ndarray of float64
         Normalised weights.
 
     Examples
@@ -93,7 +93,7 @@ class EnsembleClassifier:
 
         Parameters
         ----------
-        patches : ndarray of uint8, shape (N, H, W, 3)
+        patches : numpy.ndarray (N, H, W, 3) of uint8
             N >= 1 RGB patches (each member crops what it needs).
 
         Returns

@@ -95,5 +95,5 @@ class PlateauExponentialDecay(keras.optimizers.schedules.LearningRateSchedule): 
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
             "decay_rate": self.decay_rate,
-            "multiplier": float(keras.ops.convert_to_numpy(self.multiplier)),
+            "multiplier": float(self.multiplier.numpy()),
         }

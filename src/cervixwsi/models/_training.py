@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 _SETTINGS_NAME = "cervixwsi.json"  # the classifier's settings, stored inside the .keras zip
 _FORMAT = "cervixwsi.PatchClassifier"
 _FORMAT_VERSION = 1
-_STATE_NAME = "state.json"
+_STATE_NAME = "state.json"  # a readable copy; the truth is inside last.keras
+_STATE_MEMBER = "cervixwsi_checkpoint.json"
 _HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
 
@@ -48,13 +49,13 @@ class TrainingHistory:
 
     Attributes
     ----------
-    epoch : ndarray of int, shape (E,)
+    epoch : numpy.ndarray (E,) of int
         Epoch numbers, from 1.
-    loss, accuracy : ndarray of float, shape (E,)
+    loss, accuracy : numpy.ndarray (E,) of float
         Training cross-entropy and accuracy (on augmented patches).
-    val_loss, val_accuracy : ndarray of float, shape (E,)
+    val_loss, val_accuracy : numpy.ndarray (E,) of float
         Validation cross-entropy and accuracy (NaN without validation data).
-    learning_rate : ndarray of float, shape (E,)
+    learning_rate : numpy.ndarray (E,) of float
         Learning rate at the end of the epoch, before any plateau reduction.
     csv_path : pathlib.Path or None
         The CSV file of the same table, if a checkpoint directory was used.
@@ -96,7 +97,7 @@ class _Plateau:
 
     def update(self, value: float) -> bool:
         """Record one epoch's value; True when the rate must be reduced now."""
-        if value < self.best - self.min_delta or (math.isinf(self.best) and value < self.best):
+        if value < self.best - self.min_delta:
             self.best, self.wait = value, 0
             return False
         self.wait += 1
@@ -113,9 +114,22 @@ def _atomic_write_text(path: Path, text: str) -> None:
     Path(tmp).replace(path)
 
 
-def _atomic_save_model(model: keras.Model, path: Path) -> None:
+def _keras_save(model: keras.Model, path: Path) -> None:
+    """``model.save(path)`` without Keras 3.15's numpy-2 deprecation noise (one per variable)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"__array__ implementation doesn't accept a copy keyword"
+        )
+        model.save(path)
+
+
+def _atomic_save_model(model: keras.Model, path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Save ``model`` (with ``extra`` as JSON inside the archive) in one atomic rename."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
+    _keras_save(model, tmp)
+    if extra is not None:
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(_STATE_MEMBER, json.dumps(extra, indent=2))
     tmp.replace(path)
 
 
@@ -126,11 +140,6 @@ def _write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
             ",".join(repr(row[c]) if c != "epoch" else str(int(row[c])) for c in _HISTORY_COLUMNS)
         )
     _atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _read_history_csv(path: Path) -> list[dict[str, float]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def _make_epoch_callback(
@@ -150,6 +159,7 @@ def _make_epoch_callback(
         def __init__(self) -> None:
             super().__init__()
             self._bar: Any = None
+            self.best_weights: list[Any] | None = None  # of the best epoch of this session
             self._best_val = min(
                 (r["val_loss"] for r in rows if not math.isnan(r["val_loss"])),
                 default=math.inf,
@@ -202,13 +212,13 @@ def _make_epoch_callback(
                     plateau.patience,
                     plateau.factor,
                 )
-            if checkpoint_dir is None:
-                return
             if has_validation and row["val_loss"] < self._best_val:
                 self._best_val = row["val_loss"]
-                _atomic_save_model(model, checkpoint_dir / "best.keras")
-            _atomic_save_model(model, checkpoint_dir / "last.keras")
-            _write_history_csv(checkpoint_dir / "history.csv", rows)
+                self.best_weights = [np.array(w) for w in model.get_weights()]
+                if checkpoint_dir is not None:
+                    _atomic_save_model(model, checkpoint_dir / "best.keras")
+            if checkpoint_dir is None:
+                return
             state = {
                 "format": "cervixwsi.PatchClassifier.checkpoint",
                 "version": _FORMAT_VERSION,
@@ -216,9 +226,13 @@ def _make_epoch_callback(
                 "seed": clf.seed_,
                 "params": clf._params_json(),
                 "plateau": {"best": plateau.best, "wait": plateau.wait},
-                "multiplier": float(keras.ops.convert_to_numpy(schedule.multiplier)),
+                "multiplier": float(schedule.multiplier.numpy()),
+                "history": rows,
             }
-            # Written last: a checkpoint counts only once state.json names its epoch.
+            # Model, optimizer and state go into last.keras in one atomic rename, so an
+            # interruption at any moment leaves a consistent last completed epoch.
+            _atomic_save_model(model, checkpoint_dir / "last.keras", state)
+            _write_history_csv(checkpoint_dir / "history.csv", rows)
             _atomic_write_text(checkpoint_dir / _STATE_NAME, json.dumps(state, indent=2))
 
     return _EpochEnd()
@@ -260,10 +274,12 @@ class PatchClassifier:
         Training augmentation (default ``Augmentation()``: the study's random
         90° rotations, random crop and left-right flip).
     seed : int, optional
-        Seeds the shuffling and augmentation, and Keras' global generator
-        (``keras.utils.set_random_seed``) for the weight initialisation.
-        ``None`` draws one (kept in ``seed_`` and the checkpoints).
-    weights : None, "imagenet" or path, default None
+        Seeds the shuffling and augmentation and, through
+        ``keras.utils.set_random_seed`` (which seeds Python's, NumPy's and
+        TensorFlow's global generators), the weight initialisation.
+        ``None`` draws a seed for the data (kept in ``seed_`` and the
+        checkpoints) and leaves the global generators alone.
+    weights : None, "imagenet", str or os.PathLike, default None
         Initial weights (see :func:`build_model`).
     progress : bool, default True
         Show a tqdm progress bar per epoch.
@@ -271,10 +287,11 @@ class PatchClassifier:
     Attributes
     ----------
     model_ : keras.Model
-        The trained model (state after the last epoch).
-    classes_ : ndarray, shape (2,)
+        The trained model: the best validation epoch's weights when validation
+        data were given (see ``restore_best`` in :meth:`fit`), else the last.
+    classes_ : numpy.ndarray (2,) of int
         ``[0, 1]``: normal, tumor.
-    class_counts_ : ndarray of int, shape (2,)
+    class_counts_ : numpy.ndarray (2,) of int
         Training patches per class (the class balance; also logged).
     history_ : TrainingHistory
         Loss, accuracy and learning rate per epoch.
@@ -307,7 +324,7 @@ class PatchClassifier:
     epochs: int = 20
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int | None = None
-    weights: str | None = None
+    weights: str | os.PathLike[str] | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -352,7 +369,8 @@ class PatchClassifier:
         from cervixwsi.models._architectures import build_model
         from cervixwsi.models._keras_objects import PlateauExponentialDecay
 
-        keras.utils.set_random_seed(self.seed_)
+        if self.seed is not None:  # only then touch Keras' global generators
+            keras.utils.set_random_seed(self.seed_)
         model = build_model(self.arch, input_size=self.input_size, weights=self.weights)
         schedule = PlateauExponentialDecay(self.learning_rate, self.decay_steps, self.decay_rate)
         model.compile(
@@ -363,15 +381,19 @@ class PatchClassifier:
         return model
 
     def _load_checkpoint(self, directory: Path) -> tuple[keras.Model, dict[str, Any]] | None:
-        state_path = directory / _STATE_NAME
-        if not state_path.is_file():
+        last = directory / "last.keras"
+        if not last.is_file():
             return None
         try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
+            with zipfile.ZipFile(last) as zf:
+                state = json.loads(zf.read(_STATE_MEMBER))
             epoch = int(state["epoch"])
             params = state["params"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"checkpoint state {state_path} is unreadable: {exc}") from exc
+            state["history"] = [{k: float(v) for k, v in r.items()} for r in state["history"]]
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise ModelError(
+                f"checkpoint {last} is unreadable ({exc}); delete it or pass resume=False"
+            ) from exc
         mine = self._params_json()
         for key in ("arch", "input_size"):
             if params.get(key) != mine[key]:
@@ -392,12 +414,13 @@ class PatchClassifier:
         epochs: int | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = True,
+        restore_best: bool = True,
     ) -> PatchClassifier:
         """Train on patches: a PatchStore, a ``tf.data.Dataset`` or ``(patches, labels)``.
 
         Parameters
         ----------
-        train : PatchStore, tf.data.Dataset or tuple of arrays
+        train : PatchStore, tf.data.Dataset or tuple of numpy.ndarray
             Training patches (uint8, ``(N, H, W, 3)``, H and W at least
             ``input_size``) with labels 0 (normal) / 1 (tumor). A patch store
             (anything with ``len``, ``labels`` and ``read(indices)``) is
@@ -409,13 +432,18 @@ class PatchClassifier:
         epochs : int, optional
             Total epochs (default ``self.epochs``). With a resumed checkpoint
             only the epochs not yet done run.
-        checkpoint_dir : path, optional
-            Directory for ``last.keras`` (model and optimizer state after each
-            epoch), ``best.keras`` (lowest validation loss), ``history.csv``
-            and ``state.json`` (epoch, seed, plateau state).
+        checkpoint_dir : str or os.PathLike, optional
+            Directory for ``last.keras`` (model, optimizer and training state
+            after each epoch, written atomically), ``best.keras`` (lowest
+            validation loss), ``history.csv`` and ``state.json`` (a readable
+            copy of the training state: epoch, seed, plateau rule).
         resume : bool, default True
             Continue from the last completed epoch in ``checkpoint_dir`` if
             there is one; ``False`` starts afresh (overwriting it).
+        restore_best : bool, default True
+            With validation data, end with the weights of the epoch of lowest
+            validation loss (the study kept its best validation model) rather
+            than those of the last epoch. ``history_`` still covers every epoch.
 
         Returns
         -------
@@ -447,9 +475,7 @@ class PatchClassifier:
             start = int(state["epoch"])
             plateau.best = float(state["plateau"]["best"])
             plateau.wait = int(state["plateau"]["wait"])
-            assert directory is not None
-            csv_path = directory / "history.csv"
-            rows = _read_history_csv(csv_path)[:start] if csv_path.is_file() else []
+            rows = list(state["history"])[:start]
         else:
             self.seed_ = (
                 int(np.random.default_rng().integers(2**31 - 1))
@@ -473,8 +499,9 @@ class PatchClassifier:
             self.class_counts_ = np.full(2, -1, dtype=np.int64)  # unknown for a dataset
             logger.info("class balance unknown: training data is a tf.data.Dataset")
 
+        best_weights = None
         if start < n_epochs:
-            self._train(
+            best_weights = self._train(
                 model,
                 train,
                 train_src,
@@ -489,6 +516,20 @@ class PatchClassifier:
         else:
             logger.info("checkpoint already has %d >= %d epochs: nothing to train", start, n_epochs)
 
+        if restore_best and validation is not None:
+            if best_weights is not None:
+                model.set_weights(best_weights)
+            elif directory is not None and (directory / "best.keras").is_file():
+                model.set_weights(
+                    _load_keras(directory / "best.keras", compile=False).get_weights()
+                )
+            if rows and not all(math.isnan(r["val_loss"]) for r in rows):
+                best = min(
+                    rows, key=lambda r: r["val_loss"] if not math.isnan(r["val_loss"]) else math.inf
+                )
+                logger.info(
+                    "kept the weights of epoch %d (lowest validation loss)", int(best["epoch"])
+                )
         self.model_ = model
         self.classes_ = np.array([0, 1], dtype=np.int64)
         csv_file = None if directory is None else directory / "history.csv"
@@ -508,7 +549,8 @@ class PatchClassifier:
         plateau: _Plateau,
         rows: list[dict[str, float]],
         directory: Path | None,
-    ) -> None:
+    ) -> list[Any] | None:
+        """Run the epochs; return the best validation epoch's weights (if in this run)."""
         aug = self.augmentation
         steps: int | None
         if train_src is not None:
@@ -546,16 +588,21 @@ class PatchClassifier:
         callback = _make_epoch_callback(
             self, plateau, rows, directory, val_ds is not None, n_epochs, steps
         )
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=n_epochs,
-            initial_epoch=start,
-            steps_per_epoch=steps,
-            callbacks=[callback],
-            verbose=0,
-            shuffle=False,
-        )
+        with warnings.catch_warnings():
+            # Keras warns at the end of the first epoch of a dataset of unknown length.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=n_epochs,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                callbacks=[callback],
+                verbose=0,
+                shuffle=False,
+            )
+        best: list[Any] | None = callback.best_weights
+        return best
 
     # ------------------------------------------------------------------- prediction
 
@@ -594,7 +641,7 @@ class PatchClassifier:
 
         Parameters
         ----------
-        patches : ndarray of uint8, shape (N, H, W, 3)
+        patches : numpy.ndarray (N, H, W, 3) of uint8
             RGB patches, N >= 1, H and W >= ``input_size``; larger patches are
             centre-cropped to ``input_size`` (matching training's crops).
         batch_size : int, optional
@@ -664,7 +711,7 @@ class PatchClassifier:
             ],
         }
         tmp = out.with_name(f".{out.stem}.tmp.keras")
-        bare.save(tmp)
+        _keras_save(bare, tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(_SETTINGS_NAME, json.dumps(settings, indent=2))
         tmp.replace(out)

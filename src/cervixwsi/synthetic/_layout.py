@@ -26,15 +26,17 @@ __all__ = ["F", "SlideLayout", "Stain", "make_layout"]
 class F:
     """Channel indices of :attr:`SlideLayout.fields`."""
 
+    # SlideLayout.fields
     SDF = 0  # signed distance to the tissue border, level-0 px (> 0 inside)
     DEPTH = 1  # epithelium depth: 0 at the surface, 1 at the basal layer, > 1 stroma
     TUMOR = 2  # tumor indicator, smoothed; tumor where > 0.5 (and inside tissue)
     PSI = 3  # stream function of collagen fibres, level-0 px
-    DENSITY = 4  # stroma density, about 0.5-1.1
-    FOLD = 5  # fold indicator, fold where > 0.5
-    BLUR = 6  # out-of-focus weight in [0, 1]
-    PEN = 7  # pen-ink indicator, ink where > 0.5
-    N = 8
+    N = 4
+    # SlideLayout.artifact_fields
+    FOLD = 0  # fold indicator, fold where > 0.5
+    BLUR = 1  # out-of-focus weight in [0, 1]
+    PEN = 2  # pen-ink indicator, ink where > 0.5
+    N_ARTIFACTS = 3
 
 
 # Stain optical-density vectors as measured on scanned H&E slides (the reference of
@@ -72,13 +74,18 @@ class SlideLayout:
     spec : SyntheticSlideSpec
     fields : numpy.ndarray
         ``(rows, cols, F.N)`` float32 fields at ``spec.mask_downsample``.
-    grads : numpy.ndarray
-        ``(rows, cols, 4)`` float32: gradients (per level-0 pixel) of the fibre
-        stream function and of the tissue distance, ``(dpsi/dx, dpsi/dy, dsdf/dx, dsdf/dy)``.
+    artifact_fields : numpy.ndarray
+        ``(rows, cols, F.N_ARTIFACTS)`` float32 fields of the artifacts;
+        ``(rows, cols, 0)`` when the spec has none.
     pearls : numpy.ndarray
         ``(n, 3)`` keratin pearls ``(x, y, radius)`` in level-0 pixels.
     stain : Stain
     textures : TextureBank
+    glass : numpy.ndarray
+        ``(size, size, 3)`` float32 RGB of empty glass before scanner noise
+        (the texture size; repeated over the slide).
+    glass_u8 : numpy.ndarray
+        ``(size, size, 3)`` uint8: ``glass`` plus scanner noise, as drawn.
     tissue_mask, tumor_mask : Raster
         The ground truth (bool, at ``spec.mask_downsample``).
     n_lesions : int
@@ -87,13 +94,21 @@ class SlideLayout:
 
     spec: SyntheticSlideSpec
     fields: FloatArray
-    grads: FloatArray
+    artifact_fields: FloatArray
     pearls: npt.NDArray[np.float64]
     stain: Stain
     textures: TextureBank
+    glass: FloatArray
+    glass_u8: npt.NDArray[np.uint8]
     tissue_mask: Raster
     tumor_mask: Raster
     n_lesions: int
+
+    @property
+    def epithelium_mask(self) -> Raster:
+        """Normal squamous epithelium (bool, on the grid of :attr:`tissue_mask`)."""
+        inside = (self.fields[..., F.DEPTH] < 1.0) & self.tissue_mask.array
+        return self.tissue_mask.with_array(inside & ~self.tumor_mask.array)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> FloatArray:
@@ -113,7 +128,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
         big = (round(small[1] * factor), round(small[0] * factor))
         noise = cv2.resize(noise, big, interpolation=cv2.INTER_CUBIC)
     out = noise[:rows, :cols]
-    return ((out - out.mean()) / (out.std() + 1e-6)).astype(np.float32)
+    return np.asarray((out - out.mean()) / (out.std() + 1e-6), dtype=np.float32)
 
 
 def _signed_distance(inside: npt.NDArray[np.bool_]) -> FloatArray:
@@ -165,7 +180,7 @@ def _stain(spec: SyntheticSlideSpec, rng: np.random.Generator) -> Stain:
 
     def perturb(vec: npt.NDArray[np.float64]) -> FloatArray:
         p = np.abs(vec * (1.0 + v * rng.normal(0.0, 0.6, 3)))
-        return (p / np.linalg.norm(p)).astype(np.float32)
+        return np.asarray(p / np.linalg.norm(p), dtype=np.float32)
 
     h, e = perturb(HEMATOXYLIN), perturb(EOSIN)
     glass = np.clip(243.0 + v * 25.0 * rng.normal(0.0, 1.0, 3), 225.0, 252.0)
@@ -185,12 +200,29 @@ def _stain(spec: SyntheticSlideSpec, rng: np.random.Generator) -> Stain:
 def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     """The coarse layout of the slide ``spec`` describes (deterministic per ``spec.seed``).
 
+    Takes a fraction of a second for a 20000 x 20000 slide; its arrays take
+    about ``rows * cols * 16`` bytes (``(width / mask_downsample) * (height /
+    mask_downsample)`` pixels; 25 MB at 20000 x 20000 with the default
+    downsample 16; for 100000 x 100000 slides consider ``mask_downsample=32``).
+
+    Parameters
+    ----------
+    spec : SyntheticSlideSpec
+        The slide.
+
+    Returns
+    -------
+    SlideLayout
+        The fields the pixels are drawn from and the ground-truth masks; pass
+        it to :func:`render_region` to draw patches.
+
     Examples
     --------
     >>> from cervixwsi.synthetic import SyntheticSlideSpec, make_layout
-    >>> layout = make_layout(SyntheticSlideSpec(width=4096, height=4096, n_nests=12, seed=1))
+    >>> spec = SyntheticSlideSpec(width=8192, height=8192, n_nests=12, nest_scatter=1.0, seed=1)
+    >>> layout = make_layout(spec)
     >>> layout.tumor_mask.shape, layout.tumor_mask.downsample
-    ((256, 256), 16.0)
+    ((512, 512), 16.0)
     >>> bool(layout.tumor_mask.array.any()), layout.n_lesions > 3
     (True, True)
     """
@@ -199,6 +231,8 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     um = d * spec.mpp  # micrometres per mask pixel
     rng = np.random.default_rng(stream_key(spec.seed, 1))
     fields = np.zeros((rows, cols, F.N), np.float32)
+    n_art = F.N_ARTIFACTS if spec.artifacts else 0  # no memory for artifacts not asked for
+    artifact_fields = np.zeros((rows, cols, n_art), np.float32)
 
     # --- tissue: a few fragments (elongated bumps) with borders made ragged by noise,
     # thresholded to cover tissue_fraction, kept away from the slide's edges
@@ -227,9 +261,9 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     fields[..., F.SDF] = sdf * d
 
     # --- squamous epithelium: a band along part of the tissue surface
-    presence = np.clip((_smooth_noise(rng, (rows, cols), 500.0 / um) + 0.35) / 0.5, 0.0, 1.0)
+    presence = np.clip((_smooth_noise(rng, (rows, cols), 500.0 / um) + 0.3) / 0.12, 0.0, 1.0)
     rete = _smooth_noise(rng, (rows, cols), 18.0 / um)
-    width = (220.0 + 60.0 * rete) / um * presence
+    width = (220.0 + 60.0 * rete) / um * (0.4 + 0.6 * presence) * (presence > 0)
     depth = np.where(width > 1e-3, sdf / np.maximum(width, 1e-3), 4.0)
     fields[..., F.DEPTH] = np.clip(depth, 0.0, 4.0)
 
@@ -246,7 +280,7 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
             if rng.random() < spec.nest_scatter:
                 c = _pick(rng, inner, cols, 1)[0]
             else:
-                c = foci[i % n_foci] + rng.normal(0.0, 300.0 / um, 2)
+                c = foci[i % n_foci] + rng.normal(0.0, 400.0 / um, 2)
                 r_, c_ = int(np.clip(c[1], 0, rows - 1)), int(np.clip(c[0], 0, cols - 1))
                 if sdf[r_, c_] <= 1.0:
                     c = _pick(rng, inner, cols, 1)[0]
@@ -258,12 +292,14 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
         side_um = min(rows, cols) * um
         for _ in range(spec.large_nests):
             radius_um = 0.5 * float(np.exp(rng.uniform(np.log(600.0), np.log(1500.0))))
-            radius_um = min(radius_um, 0.18 * side_um)
+            radius_um = min(radius_um, 0.08 * side_um)
             deep = np.flatnonzero(sdf * um > 0.5 * radius_um)
             c = _pick(rng, deep if deep.size else inner, cols, 1)[0]
             lobe = np.zeros_like(nest_canvas)
-            cv2.fillPoly(lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4)
-            septa = _smooth_noise(rng, (rows, cols), 30.0 / um) > -0.9
+            cv2.fillPoly(
+                lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4
+            )
+            septa = _smooth_noise(rng, (rows, cols), 35.0 / um) > -0.35
             nest_canvas = np.maximum(nest_canvas, lobe * septa)
             inside = np.flatnonzero((lobe * septa).ravel() > 0)
             if inside.size:
@@ -272,13 +308,15 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     fields[..., F.TUMOR] = cv2.GaussianBlur(nest_canvas, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT)
 
     # --- stroma: fibre streamlines and density
+    # Fibres run along the level lines of psi: smooth noise (waves, whorls) plus a ramp
+    # in one direction, so that the fibres are mostly parallel and rarely fan out
+    # where the noise alone would be flat.
     psi = _smooth_noise(rng, (rows, cols), 120.0 / um)
     gy, gx = np.gradient(psi)
-    scale = d / (float(np.mean(np.hypot(gx, gy))) + 1e-6)  # mean |grad psi| = 1 per level-0 px
-    fields[..., F.PSI] = psi * scale
-    fields[..., F.DENSITY] = np.clip(0.8 + 0.2 * _smooth_noise(rng, (rows, cols), 60.0 / um), 0.45, 1.1)
-    gsy, gsx = np.gradient(sdf)
-    grads = np.stack([gx * scale / d, gy * scale / d, gsx, gsy], axis=-1).astype(np.float32)
+    psi *= 0.8 / (float(np.mean(np.hypot(gx, gy))) + 1e-6)  # mean |grad| 0.8 per mask px
+    theta = rng.uniform(0.0, np.pi)
+    psi += 0.6 * (xx * np.cos(theta) + yy * np.sin(theta))
+    fields[..., F.PSI] = psi * d  # in level-0 px: its gradient is about 1 per level-0 px
 
     # --- artifacts (each from its own stream so adding one does not move the others)
     art = np.random.default_rng(stream_key(spec.seed, 2))
@@ -290,36 +328,54 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
             start = art.uniform(0.1, 0.9, 2) * np.array([cols, rows])
             thick = max(1, round(art.uniform(250.0, 450.0) / um))
             cv2.polylines(pen, [_stroke(art, start, 0.6 * size)], False, 255, thick, cv2.LINE_AA, 4)
-        fields[..., F.PEN] = cv2.GaussianBlur(pen.astype(np.float32) / 255.0, (0, 0), 1.0)
+        artifact_fields[..., F.PEN] = cv2.GaussianBlur(pen.astype(np.float32) / 255.0, (0, 0), 1.0)
     if "fold" in spec.artifacts and tissue_idx.size:
         fold = np.zeros((rows, cols), np.uint8)
         start = _pick(art, tissue_idx, cols, 1)[0]
         thick = max(1, round(art.uniform(80.0, 200.0) / um))
         cv2.polylines(fold, [_stroke(art, start, 0.4 * size)], False, 255, thick, cv2.LINE_AA, 4)
-        fields[..., F.FOLD] = cv2.GaussianBlur(fold.astype(np.float32) / 255.0, (0, 0), 1.5)
+        artifact_fields[..., F.FOLD] = cv2.GaussianBlur(
+            fold.astype(np.float32) / 255.0, (0, 0), 1.5
+        )
     if "blur" in spec.artifacts and tissue_idx.size:
         blur = np.zeros((rows, cols), np.float32)
         for u, v in _pick(art, tissue_idx, cols, int(art.integers(2, 5))):
             r = max(2.0, art.uniform(150.0, 500.0) / um)
-            cv2.circle(blur, (round((u - 0.5) * 16), round((v - 0.5) * 16)), round(r * 16), 1.0, -1, cv2.LINE_8, 4)
-            blur = np.maximum(blur, 0.0)
-        fields[..., F.BLUR] = np.clip(cv2.GaussianBlur(blur, (0, 0), max(1.0, 60.0 / um)), 0.0, 1.0)
+            cv2.circle(
+                blur,
+                (round((u - 0.5) * 16), round((v - 0.5) * 16)),
+                round(r * 16),
+                1.0,
+                -1,
+                cv2.LINE_8,
+                4,
+            )
+        artifact_fields[..., F.BLUR] = np.clip(
+            cv2.GaussianBlur(blur, (0, 0), max(1.0, 60.0 / um)), 0.0, 1.0
+        )
 
     stain = _stain(spec, np.random.default_rng(stream_key(spec.seed, 3)))
     textures = TextureBank.make(stream_key(spec.seed, 4))
+    # Glass is the slide's glass colour plus scanner noise.  (No smooth shading: it
+    # would have to repeat with the texture period and show as a grid in thumbnails.)
+    glass = np.broadcast_to(stain.glass, (textures.size, textures.size, 3)).copy()
+    glass_u8 = np.clip(glass + 0.8 * textures.white[..., None] + 0.5, 0.0, 255.0).astype(np.uint8)
 
-    tissue_truth = (fields[..., F.SDF] > 0) & ~(fields[..., F.PEN] > 0.5)
+    tissue_truth = fields[..., F.SDF] > 0
+    if "pen" in spec.artifacts:  # ink is not tissue
+        tissue_truth &= ~(artifact_fields[..., F.PEN] > 0.5)
     tumor_truth = (fields[..., F.TUMOR] > 0.5) & tissue_truth
     n_lesions = int(cv2.connectedComponents(tumor_truth.astype(np.uint8), connectivity=8)[0]) - 1
-    kw = {"slide_dimensions": spec.dimensions, "mpp": spec.mpp}
     return SlideLayout(
         spec=spec,
         fields=fields,
-        grads=grads,
+        artifact_fields=artifact_fields,
         pearls=np.asarray(pearls, np.float64).reshape(-1, 3),
         stain=stain,
         textures=textures,
-        tissue_mask=Raster(tissue_truth, d, **kw),  # type: ignore[arg-type]
-        tumor_mask=Raster(tumor_truth, d, **kw),  # type: ignore[arg-type]
+        glass=glass,
+        glass_u8=glass_u8,
+        tissue_mask=Raster(tissue_truth, d, spec.dimensions, mpp=spec.mpp),
+        tumor_mask=Raster(tumor_truth, d, spec.dimensions, mpp=spec.mpp),
         n_lesions=n_lesions,
     )

@@ -70,7 +70,7 @@ def _periodic_noise(
     kernel = np.exp(-2.0 * np.pi**2 * ((fx * sx) ** 2 + (fy * sy) ** 2))
     out = np.fft.ifft2(np.fft.fft2(white) * kernel).real
     out = (out - out.mean()) / (out.std() + 1e-12)
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +98,7 @@ class TextureBank:
         return cls(
             size=size,
             grain=_periodic_noise(rng, size, 1.0),
-            fibre=_periodic_noise(rng, size, 1.0, anisotropy=6.0),
+            fibre=_periodic_noise(rng, size, 1.0, anisotropy=5.0),
             low=_periodic_noise(rng, size, 10.0),
             white=rng.standard_normal((size, size)).astype(np.float32),
         )
@@ -108,13 +108,33 @@ class TextureBank:
     ) -> FloatArray:
         """``texture`` at integer global columns ``xs`` and rows ``ys`` (an outer grid)."""
         n = self.size
-        return texture[np.ix_(np.mod(ys, n), np.mod(xs, n))]
+        return np.asarray(texture[np.ix_(np.mod(ys, n), np.mod(xs, n))], dtype=np.float32)
 
     def sample(self, texture: FloatArray, u: FloatArray, v: FloatArray) -> FloatArray:
         """``texture`` bilinearly interpolated at texel coordinates ``(u, v)`` (wrapping)."""
-        uu = np.ascontiguousarray(u, dtype=np.float32)
-        vv = np.ascontiguousarray(v, dtype=np.float32)
-        return np.asarray(  # BORDER_WRAP wraps coordinates of any size
-            cv2.remap(texture, uu, vv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP),
-            dtype=np.float32,
+        return _remap_wrap(texture, self._wrap(u), self._wrap(v))
+
+    def sample_grid(
+        self, texture: FloatArray, u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]
+    ) -> FloatArray:
+        """``texture`` at the outer grid of column coordinates ``u`` and row coordinates ``v``."""
+        uu = np.mod(u, self.size).astype(np.float32)
+        vv = np.mod(v, self.size).astype(np.float32)
+        shape = (vv.size, uu.size)
+        return _remap_wrap(
+            texture,
+            np.ascontiguousarray(np.broadcast_to(uu[None, :], shape)),
+            np.ascontiguousarray(np.broadcast_to(vv[:, None], shape)),
         )
+
+    def _wrap(self, u: FloatArray) -> FloatArray:
+        # Coordinates in [0, size): cv2.remap takes a slow path for wrapped ones.
+        n = np.float32(self.size)
+        u = np.asarray(u, np.float32)
+        return np.ascontiguousarray(u - np.floor(u * (1.0 / n)) * n, dtype=np.float32)
+
+
+def _remap_wrap(texture: FloatArray, u: FloatArray, v: FloatArray) -> FloatArray:
+    return np.asarray(
+        cv2.remap(texture, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP), dtype=np.float32
+    )

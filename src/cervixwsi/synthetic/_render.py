@@ -13,6 +13,7 @@ region drawn in one call equals the same region assembled from sub-regions.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -23,13 +24,27 @@ from cervixwsi.synthetic._noise import FloatArray, hash_uniform, stream_key
 
 __all__ = ["render"]
 
-_MARGIN = 16  # level-0 px drawn around a region, more than any blur radius
+_T = TypeVar("_T", bound=np.generic)
+
 _RAGGED = 6.0  # amplitude (px) of the fine raggedness of tissue borders
 _OUT_OF_FOCUS_SIGMA = 4.0  # px, Gaussian blur of the "blur" artifact
+_NUCLEUS_EDGE_UM = 0.18  # µm, Gaussian blur of nucleus and cell-border edges
+_DUST_SIGMA = 0.8  # px
+
+
+def _margin(mpp: float) -> int:
+    """Level-0 px drawn around a region: the sum of the radii of the blurs applied in turn.
+
+    cv2 cuts a float Gaussian kernel at 4 sigma; a pixel of the region then only
+    sees pixels that were themselves computed from complete neighbourhoods.
+    """
+    radii = (_OUT_OF_FOCUS_SIGMA, _NUCLEUS_EDGE_UM / mpp, _DUST_SIGMA)
+    return sum(math.ceil(4.0 * s) + 1 for s in radii)
+
 
 # Nucleus kinds (drawn in this order, so crowded tumor nuclei lie on top).
 _STROMA, _EPITHELIUM, _TUMOR = 0, 1, 2
-_SPACING_UM = {_STROMA: 18.0, _EPITHELIUM: 7.0, _TUMOR: 10.0}
+_SPACING_UM = {_STROMA: 18.0, _EPITHELIUM: 7.0, _TUMOR: 11.0}
 
 
 def _epi_density(depth: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -45,8 +60,8 @@ def _smoothstep(x: FloatArray) -> FloatArray:
 
 def sample_points(
     layout: SlideLayout, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Layout fields and gradients, bilinearly interpolated at level-0 points."""
+) -> npt.NDArray[np.float32]:
+    """Layout fields ``(n, F.N)``, bilinearly interpolated at level-0 points."""
     d = layout.spec.mask_downsample
     rows, cols = layout.fields.shape[:2]
     u = np.clip((x + 0.5) / d - 0.5, 0.0, cols - 1.0)
@@ -56,12 +71,23 @@ def sample_points(
     c1, r1 = np.minimum(c0 + 1, cols - 1), np.minimum(r0 + 1, rows - 1)
     fu = (u - c0)[:, None].astype(np.float32)
     fv = (v - r0)[:, None].astype(np.float32)
-    out = []
-    for arr in (layout.fields, layout.grads):
-        top = arr[r0, c0] * (1 - fu) + arr[r0, c1] * fu
-        bottom = arr[r1, c0] * (1 - fu) + arr[r1, c1] * fu
-        out.append((top * (1 - fv) + bottom * fv).astype(np.float32))
-    return out[0], out[1]
+    arr = layout.fields
+    top = arr[r0, c0] * (1 - fu) + arr[r0, c1] * fu
+    bottom = arr[r1, c0] * (1 - fu) + arr[r1, c1] * fu
+    return np.asarray(top * (1 - fv) + bottom * fv, dtype=np.float32)
+
+
+def _gradients(
+    layout: SlideLayout, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """``(n, 4)``: d(psi)/dx, d(psi)/dy, d(sdf)/dx, d(sdf)/dy at level-0 points.
+
+    Central differences over one mask pixel (only directions are used).
+    """
+    d = float(layout.spec.mask_downsample)
+    dx = sample_points(layout, x + d, y) - sample_points(layout, x - d, y)
+    dy = sample_points(layout, x, y + d) - sample_points(layout, x, y - d)
+    return np.stack([dx[:, F.PSI], dy[:, F.PSI], dx[:, F.SDF], dy[:, F.SDF]], axis=1)
 
 
 class _Canvas:
@@ -71,10 +97,80 @@ class _Canvas:
         self.x0, self.y0, self.w, self.h = x0, y0, w, h
         self.nuclei = np.zeros((h, w), np.float32)  # hematoxylin of nuclei
         self.borders = np.zeros((h, w), np.float32)  # eosin of cell borders
+        self.lumen: FloatArray | None = None  # 1 inside capillary lumens (made on demand)
+        self.blood: FloatArray | None = None  # red blood cells
 
-    def point(self, x16: int, y16: int) -> tuple[int, int]:
-        """Canvas point (cv2 fixed point, shift 4) of a global fixed-point position."""
-        return (x16 - self.x0 * 16 - 8, y16 - self.y0 * 16 - 8)
+
+# Red blood cells: bright red-orange, as measured on scans (RGB about 235, 95, 105).
+_RBC = np.array([0.027, 0.745, 0.666], np.float32)
+_VESSEL_SPACING_UM = 90.0
+
+
+def _draw_vessels(layout: SlideLayout, canvas: _Canvas) -> None:
+    """Capillaries in the stroma: lumens (erasing stroma nuclei), endothelium, red cells."""
+    spec = layout.spec
+    px_per_um = 1.0 / spec.mpp
+    s = _VESSEL_SPACING_UM * px_per_um
+    reach = 20.0 * px_per_um
+    i0, i1 = math.floor((canvas.x0 - reach) / s), math.floor((canvas.x0 + canvas.w + reach) / s)
+    j0, j1 = math.floor((canvas.y0 - reach) / s), math.floor((canvas.y0 + canvas.h + reach) / s)
+    jj, ii = np.mgrid[j0 : j1 + 1, i0 : i1 + 1]
+    ii, jj = ii.ravel().astype(np.int64), jj.ravel().astype(np.int64)
+    r = hash_uniform(stream_key(spec.seed, 110), ii, jj, 8)
+    x16 = np.floor((ii + 0.15 + 0.7 * r[:, 0]) * s * 16.0).astype(np.int64)
+    y16 = np.floor((jj + 0.15 + 0.7 * r[:, 1]) * s * 16.0).astype(np.int64)
+    f = sample_points(layout, x16 / 16.0, y16 / 16.0)
+    keep = (
+        (f[:, F.SDF] * spec.mpp > 25.0)
+        & (f[:, F.DEPTH] > 1.3)
+        & (f[:, F.TUMOR] < 0.2)
+        & (r[:, 2] < 0.45)
+    )
+    if not keep.any():
+        return
+    if canvas.lumen is None or canvas.blood is None:
+        canvas.lumen = np.zeros((canvas.h, canvas.w), np.float32)
+        canvas.blood = np.zeros((canvas.h, canvas.w), np.float32)
+    um16 = 16.0 * px_per_um
+    g = _gradients(layout, x16[keep] / 16.0, y16[keep] / 16.0)
+    along = np.degrees(np.arctan2(g[:, 1], g[:, 0])) + 90.0  # elongated along the fibres
+    cells = hash_uniform(stream_key(spec.seed, 111), ii[keep], jj[keep], 26)
+    for k, u in enumerate(r[keep]):
+        x = int(x16[keep][k]) - canvas.x0 * 16 - 8
+        y = int(y16[keep][k]) - canvas.y0 * 16 - 8
+        a = 5.0 + 9.0 * u[3]
+        b = a * (0.35 + 0.55 * u[4])
+        ang = float(along[k]) + 30.0 * (u[5] - 0.5)
+        axes = (round(a * um16), round(b * um16))
+        cv2.ellipse(canvas.lumen, (x, y), axes, ang, 0, 360, 1.0, -1, cv2.LINE_8, 4)
+        cv2.ellipse(canvas.nuclei, (x, y), axes, ang, 0, 360, 0.0, -1, cv2.LINE_8, 4)
+        c = cells[k]
+        cos_t, sin_t = math.cos(math.radians(ang)), math.sin(math.radians(ang))
+        if u[6] < 0.75:  # red cells in the lumen
+            for m in range(min(12, max(1, round(a * b / 14.0)))):
+                rho, phi = 0.75 * math.sqrt(c[2 * m]), 6.2832 * c[2 * m + 1]
+                ex, ey = rho * a * math.cos(phi), rho * b * math.sin(phi)
+                px = x + round((ex * cos_t - ey * sin_t) * um16)
+                py = y + round((ex * sin_t + ey * cos_t) * um16)
+                cv2.circle(canvas.blood, (px, py), round(3.4 * um16), 1.0, -1, cv2.LINE_8, 4)
+        for m in range(2):  # flat endothelial nuclei on the wall
+            phi = 6.2832 * (c[24] + 0.5 * m)
+            ex, ey = (a + 0.8) * math.cos(phi), (b + 0.8) * math.sin(phi)
+            px = x + round((ex * cos_t - ey * sin_t) * um16)
+            py = y + round((ex * sin_t + ey * cos_t) * um16)
+            tangent = ang + math.degrees(math.atan2(b * math.cos(phi), -a * math.sin(phi)))
+            cv2.ellipse(
+                canvas.nuclei,
+                (px, py),
+                (round(4.0 * um16), round(1.1 * um16)),
+                tangent,
+                0,
+                360,
+                1.3,
+                -1,
+                cv2.LINE_8,
+                4,
+            )
 
 
 def _draw_nuclei(layout: SlideLayout, canvas: _Canvas, kind: int) -> None:
@@ -92,7 +188,7 @@ def _draw_nuclei(layout: SlideLayout, canvas: _Canvas, kind: int) -> None:
     r = hash_uniform(stream_key(spec.seed, 100 + kind), ii, jj, 8)
     x16 = np.floor((ii + 0.1 + 0.8 * r[:, 0]) * s * 16.0).astype(np.int64)
     y16 = np.floor((jj + 0.1 + 0.8 * r[:, 1]) * s * 16.0).astype(np.int64)
-    f, g = sample_points(layout, x16 / 16.0, y16 / 16.0)
+    f = sample_points(layout, x16 / 16.0, y16 / 16.0)
     sdf, depth, tumor = f[:, F.SDF], f[:, F.DEPTH], f[:, F.TUMOR]
     in_tissue = sdf > 0.0
     if kind == _TUMOR:
@@ -101,235 +197,319 @@ def _draw_nuclei(layout: SlideLayout, canvas: _Canvas, kind: int) -> None:
         dep = np.clip(depth, 0.0, 1.0)
         keep = in_tissue & (depth < 1.0) & (tumor < 0.5) & (r[:, 2] < _epi_density(dep))
     else:
-        keep = in_tissue & (depth >= 1.0) & (tumor < 0.45) & (r[:, 2] < 0.4 * f[:, F.DENSITY])
-    idx = np.flatnonzero(keep)
-    if idx.size == 0:
+        keep = in_tissue & (depth >= 1.0) & (tumor < 0.45) & (r[:, 2] < 0.3)
+    if not keep.any():
         return
-
-    # keratin pearls: no nuclei in the core, flattened nuclei wrapped around it
-    pearl_d = np.full(idx.size, np.inf)
-    pearl_angle = np.zeros(idx.size)
-    if kind == _TUMOR and layout.pearls.size:
-        px, py, pr = layout.pearls.T
-        dx = x16[idx, None] / 16.0 - px[None, :]
-        dy = y16[idx, None] / 16.0 - py[None, :]
-        rel = np.hypot(dx, dy) / pr[None, :]
-        k = np.argmin(rel, axis=1)
-        pearl_d = rel[np.arange(idx.size), k]
-        pearl_angle = np.degrees(np.arctan2(dy[np.arange(idx.size), k], dx[np.arange(idx.size), k]))
+    u = r[keep]
+    cx = x16[keep] - canvas.x0 * 16 - 8  # canvas fixed point (shift 4, pixel centres)
+    cy = y16[keep] - canvas.y0 * 16 - 8
+    n = u.shape[0]
+    border = np.zeros(n)  # eosin of the cell border ring (0: none)
+    cell = np.zeros(n)  # cell radius, µm
+    flat_cell = np.ones(n)
+    second = np.zeros(n, bool)  # a second lobe: irregular outline
+    nucleolus = np.zeros(n, bool)
+    if kind == _TUMOR:
+        a = 4.0 * np.exp(1.1 * (u[:, 3] - 0.5))
+        b = a * (0.6 + 0.4 * u[:, 4])
+        angle = 360.0 * u[:, 5]
+        value = 1.2 + 0.55 * u[:, 6]
+        border[:] = 0.22
+        cell = 5.6 + 1.2 * u[:, 7]
+        flat_cell[:] = 0.9
+        second = u[:, 2] < 0.45
+        nucleolus = u[:, 7] < 0.5
+        if layout.pearls.size:  # no nuclei in a keratin pearl, squeezed ones around it
+            px, py, pr = layout.pearls.T
+            dx = (x16[keep] / 16.0)[:, None] - px[None, :]
+            dy = (y16[keep] / 16.0)[:, None] - py[None, :]
+            rel = np.hypot(dx, dy) / pr[None, :]
+            k = np.argmin(rel, axis=1)
+            near = rel[np.arange(n), k]
+            wrap = near < 1.4
+            b = np.where(wrap, 0.4 * a, b)
+            tangent = np.degrees(np.arctan2(dy[np.arange(n), k], dx[np.arange(n), k])) + 90.0
+            angle = np.where(wrap, tangent, angle)
+            value = np.where(wrap, 1.6, value)
+            inside = near >= 0.85
+            u, cx, cy, a, b, angle, value = (v[inside] for v in (u, cx, cy, a, b, angle, value))
+            border, cell, flat_cell = border[inside], cell[inside], flat_cell[inside]
+            second, nucleolus = second[inside], nucleolus[inside]
+    elif kind == _EPITHELIUM:
+        dep = np.clip(depth[keep], 0.0, 1.0)
+        a = 2.6 + 0.6 * u[:, 3] - 0.5 * (1.0 - dep)
+        flat = 0.35 + 0.6 * np.minimum(1.0, dep / 0.45)
+        b = a * np.minimum(1.0, flat * (0.85 + 0.15 * u[:, 4]))
+        g = _gradients(layout, x16[keep] / 16.0, y16[keep] / 16.0)  # flat along the surface
+        angle = np.degrees(np.arctan2(g[:, 3], g[:, 2])) + 90.0 + 40.0 * (u[:, 5] - 0.5) * dep
+        value = 0.95 + 0.3 * dep + 0.15 * u[:, 6] + np.where(dep > 0.85, 0.25, 0.0)
+        border[:] = 0.15
+        cell = np.minimum(0.5 * _SPACING_UM[_EPITHELIUM] / np.sqrt(_epi_density(dep)), 11.0)
+        flat_cell = flat
+    else:
+        g = _gradients(layout, x16[keep] / 16.0, y16[keep] / 16.0)  # along the fibres
+        angle = np.degrees(np.arctan2(g[:, 1], g[:, 0])) + 90.0
+        lymphocyte = u[:, 3] < 0.12  # small, round, dark; else a fibroblast along the fibres
+        a = np.where(lymphocyte, 2.3 + 0.4 * u[:, 4], 4.5 + 2.5 * u[:, 4])
+        b = np.where(lymphocyte, a, 1.0 + 0.5 * u[:, 5])
+        value = np.where(lymphocyte, 1.8, 1.25 + 0.3 * u[:, 6])
 
     um16 = 16.0 * px_per_um
+    ring_width = max(1, round(0.3 * px_per_um))
+    rim_width = max(1, round(0.35 * px_per_um))
     nuc, borders = canvas.nuclei, canvas.borders
-    for n, i in enumerate(idx):
-        u = r[i]
-        center = canvas.point(int(x16[i]), int(y16[i]))
-        if kind == _TUMOR:
-            if pearl_d[n] < 0.85:
-                continue
-            a = 4.3 * math.exp(0.9 * (u[3] - 0.5))
-            b = a * (0.6 + 0.4 * u[4])
-            angle = 360.0 * u[5]
-            value = 1.05 + 0.5 * u[6]
-            if pearl_d[n] < 1.4:  # squeezed around a pearl, tangential
-                b, angle, value = 0.4 * a, pearl_angle[n] + 90.0, 1.4
-            cell = 5.6 + 1.2 * u[7]
-            cv2.ellipse(borders, center, (round(cell * um16), round(cell * 0.9 * um16)),
-                        angle, 0, 360, 0.12, 1, cv2.LINE_8, 4)
-        elif kind == _EPITHELIUM:
-            dep = float(np.clip(depth[i], 0.0, 1.0))
-            a = 2.6 + 0.6 * u[3] - 0.5 * (1.0 - dep)
-            flat = 0.35 + 0.6 * min(1.0, dep / 0.45)
-            b = a * min(1.0, flat * (0.85 + 0.15 * u[4]))
-            angle = math.degrees(math.atan2(float(g[i, 3]), float(g[i, 2]))) + 90.0
-            angle += 40.0 * (u[5] - 0.5) * dep
-            value = 0.8 + 0.3 * dep + 0.15 * u[6] + (0.25 if dep > 0.85 else 0.0)
-            cell = 0.5 * _SPACING_UM[_EPITHELIUM] / math.sqrt(float(_epi_density(dep)))
-            cell = min(cell, 11.0)
-            cv2.ellipse(borders, center, (round(cell * um16), round(cell * flat * um16)),
-                        angle, 0, 360, 0.16, max(1, round(0.3 * px_per_um)), cv2.LINE_8, 4)
-        else:
-            angle = math.degrees(math.atan2(float(g[i, 1]), float(g[i, 0]))) + 90.0
-            if u[3] < 0.12:  # lymphocyte: small, round, dark
-                a = b = 2.3 + 0.4 * u[4]
-                value = 1.6
-            else:  # fibroblast: spindle along the fibres
-                a = 4.5 + 2.5 * u[4]
-                b = 1.0 + 0.5 * u[5]
-                value = 1.1 + 0.3 * u[6]
-        axes = (round(a * um16), round(b * um16))
-        cv2.ellipse(nuc, center, axes, angle, 0, 360, float(value), -1, cv2.LINE_8, 4)
-        if kind == _TUMOR and u[2] < 0.45:  # an irregular, lobulated outline
-            t = 6.2832 * u[1]
-            lobe = (center[0] + round(0.45 * a * um16 * math.cos(t)),
-                    center[1] + round(0.45 * a * um16 * math.sin(t)))
-            cv2.ellipse(nuc, lobe, (round(0.7 * a * um16), round(0.6 * b * um16)),
-                        angle + 50.0, 0, 360, float(value), -1, cv2.LINE_8, 4)
+    lobe_t = 6.2832 * u[:, 1]
+    rows = zip(
+        cx.tolist(),
+        cy.tolist(),
+        np.round(a * um16).astype(int).tolist(),
+        np.round(b * um16).astype(int).tolist(),
+        angle.tolist(),
+        value.tolist(),
+        border.tolist(),
+        np.round(cell * um16).astype(int).tolist(),
+        np.round(cell * flat_cell * um16).astype(int).tolist(),
+        second.tolist(),
+        nucleolus.tolist(),
+        lobe_t.tolist(),
+        (6.2832 * u[:, 2]).tolist(),
+        strict=True,
+    )
+    ellipse = cv2.ellipse
+    for x, y, ax, bx, ang, val, bord, ca, cb, lobed, nucl, lt, nt in rows:
+        if bord:
+            ellipse(borders, (x, y), (ca, cb), ang, 0, 360, bord, ring_width, cv2.LINE_8, 4)
+        ellipse(nuc, (x, y), (ax, bx), ang, 0, 360, val, -1, cv2.LINE_8, 4)
+        if lobed:
+            lx, ly = x + round(0.45 * ax * math.cos(lt)), y + round(0.45 * ax * math.sin(lt))
+            ellipse(
+                nuc,
+                (lx, ly),
+                (round(0.7 * ax), round(0.6 * bx)),
+                ang + 50.0,
+                0,
+                360,
+                val,
+                -1,
+                cv2.LINE_8,
+                4,
+            )
         if kind != _STROMA:  # chromatin condensed along the nuclear membrane
-            cv2.ellipse(nuc, center, axes, angle, 0, 360, float(value) + 0.35,
-                        max(1, round(0.35 * px_per_um)), cv2.LINE_8, 4)
-        if kind == _TUMOR and u[7] < 0.5:  # a prominent nucleolus
-            off = (round(0.3 * a * um16 * math.cos(u[2] * 6.28)), round(0.3 * b * um16 * math.sin(u[2] * 6.28)))
-            cv2.circle(nuc, (center[0] + off[0], center[1] + off[1]), round(0.7 * um16),
-                       float(value) + 0.6, -1, cv2.LINE_8, 4)
+            ellipse(nuc, (x, y), (ax, bx), ang, 0, 360, val + 0.35, rim_width, cv2.LINE_8, 4)
+        if nucl:  # a prominent nucleolus
+            ox, oy = round(0.3 * ax * math.cos(nt)), round(0.3 * bx * math.sin(nt))
+            cv2.circle(nuc, (x + ox, y + oy), round(0.7 * um16), val + 0.6, -1, cv2.LINE_8, 4)
 
 
-def _pearls(layout: SlideLayout, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], grain: FloatArray) -> FloatArray | None:
+def _pearls(
+    layout: SlideLayout, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], grain: FloatArray
+) -> FloatArray | None:
     """Eosin of keratin pearls (concentric whorls) over the grid ``xs`` x ``ys``."""
     if not layout.pearls.size:
         return None
     px, py, pr = layout.pearls.T
-    hit = (
-        (px + 1.3 * pr > xs[0]) & (px - 1.3 * pr < xs[-1])
-        & (py + 1.3 * pr > ys[0]) & (py - 1.3 * pr < ys[-1])
-    )
+    hit = (px + pr > xs[0]) & (px - pr < xs[-1]) & (py + pr > ys[0]) & (py - pr < ys[-1])
     if not hit.any():
         return None
     period = 3.5 / layout.spec.mpp
     out = np.zeros((ys.size, xs.size), np.float32)
     for cx, cy, rad in layout.pearls[hit]:
-        dx = (xs - cx)[None, :].astype(np.float32)
-        dy = (ys - cy)[:, None].astype(np.float32)
+        c0, c1 = np.searchsorted(xs, [cx - rad, cx + rad])
+        r0, r1 = np.searchsorted(ys, [cy - rad, cy + rad])
+        dx = (xs[c0:c1] - cx)[None, :]
+        dy = (ys[r0:r1] - cy)[:, None]
         dist = np.sqrt(dx * dx + dy * dy)
         theta = np.arctan2(dy, dx)
-        swirl = dist + 0.35 * rad * 0.15 * np.sin(3.0 * theta + dist / rad * 4.0)
-        rings = 0.85 + 0.15 * np.cos(2.0 * np.pi * swirl / period)
+        swirl = dist + 0.05 * rad * np.sin(3.0 * theta + dist / rad * 4.0)
+        rings = 0.8 + 0.2 * np.cos(2.0 * np.pi * swirl / period)
         body = _smoothstep((1.0 - dist / rad) / 0.25)
-        out = np.maximum(out, (rings * body).astype(np.float32))
+        sub = out[r0:r1, c0:c1]
+        np.maximum(sub, (rings * body).astype(np.float32), out=sub)
     return out * (0.9 + 0.1 * grain)
 
 
 def render(layout: SlideLayout, x: int, y: int, width: int, height: int) -> npt.NDArray[np.uint8]:
     """The RGB pixels of the level-0 region ``[x, x + width) x [y, y + height)``."""
     spec, tex, stain = layout.spec, layout.textures, layout.stain
-    m = _MARGIN
+    xs = np.arange(x, x + width, dtype=np.int64)
+    ys = np.arange(y, y + height, dtype=np.int64)
+    m = _margin(spec.mpp)
     x0, y0, w, h = x - m, y - m, width + 2 * m, height + 2 * m
-    xs = np.arange(x0, x0 + w, dtype=np.int64)
-    ys = np.arange(y0, y0 + h, dtype=np.int64)
-    xf, yf = xs.astype(np.float32), ys.astype(np.float32)
-
-    # glass: a faint shading plus scanner noise, the same everywhere on the slide
-    shade = tex.sample(tex.low, *_grid(xf / 40.0, yf / 40.0))
-    white = tex.lookup(tex.white, xs, ys)
-    glass = stain.glass[None, None, :] * (1.0 + 0.004 * shade)[..., None]
-
-    od = np.zeros((h, w, 3), np.float32)
     d = spec.mask_downsample
     rows, cols = layout.fields.shape[:2]
-    r0, r1 = max(0, (y0 // d) - 2), min(rows, (y0 + h) // d + 3)
-    c0, c1 = max(0, (x0 // d) - 2), min(cols, (x0 + w) // d + 3)
-    window = layout.fields[r0:r1, c0:c1]
-    has_tissue = window.size and float(window[..., F.SDF].max()) > -(_RAGGED + 2.0)
-    has_pen = window.size and float(window[..., F.PEN].max()) > 0.4
-    if has_tissue or has_pen:
-        mx, my = _grid((xf + 0.5) / d - 0.5, (yf + 0.5) / d - 0.5)
-        fld = cv2.remap(layout.fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ragged = tex.sample(tex.low, *_grid(xf / 3.0, yf / 3.0))
+    r0, r1 = max(0, y0 // d - 2), min(rows, (y0 + h) // d + 3)
+    c0, c1 = max(0, x0 // d - 2), min(cols, (x0 + w) // d + 3)
+    window = layout.fields[r0:r1, c0:c1, F.SDF]
+    has_tissue = window.size > 0 and float(window.max()) > -(_RAGGED + 2.0)
+    art = layout.artifact_fields[r0:r1, c0:c1]
+    has_artifact = art.size > 0 and float(art.max()) > 0.0
+    od: FloatArray | None = None
+    if has_tissue or has_artifact:
+        region = _Region(layout, x0, y0, w, h, with_artifacts=has_artifact)
+        od = np.zeros((h, w, 3), np.float32)
         if has_tissue:
-            od += _tissue_od(layout, fld, xs, ys, ragged)
-        if has_pen:
-            ink = _smoothstep((fld[..., F.PEN] - 0.4) / 0.2) * (0.92 + 0.08 * ragged)
-            od += ink[..., None] * stain.ink[None, None, :]
+            od += _tissue_od(layout, region)
+        if region.art is not None:
+            ink = _smoothstep((region.art[..., F.PEN] - 0.4) / 0.2) * (0.92 + 0.08 * region.ragged)
+            od += ink[..., None] * stain.ink
     if "dust" in spec.artifacts:
-        od += _dust(layout, x0, y0, w, h)[..., None]
-
-    rgb = glass * np.exp(-od) + 0.8 * white[..., None]
-    out = np.clip(rgb[m : m + height, m : m + width] + 0.5, 0.0, 255.0).astype(np.uint8)
-    outside_x = (xs[m : m + width] < 0) | (xs[m : m + width] >= spec.width)
-    outside_y = (ys[m : m + height] < 0) | (ys[m : m + height] >= spec.height)
-    out[outside_y, :] = 255
-    out[:, outside_x] = 255
+        dust = _dust(layout, x0, y0, w, h)
+        if dust is not None:
+            od = dust[..., None] if od is None else od + dust[..., None]
+    # Glass with scanner noise is periodic over the texture size.
+    out: npt.NDArray[np.uint8]
+    if od is None:
+        out = _periodic(layout.glass_u8, x, y, width, height).copy()
+    else:
+        rgb = _periodic(layout.glass, x, y, width, height) * np.exp(
+            -od[m : m + height, m : m + width]
+        )
+        rgb += 0.8 * _periodic(tex.white, x, y, width, height)[..., None]
+        out = np.clip(rgb + 0.5, 0.0, 255.0).astype(np.uint8)
+    out[(ys < 0) | (ys >= spec.height), :] = 255
+    out[:, (xs < 0) | (xs >= spec.width)] = 255
     return out
 
 
-def _grid(u: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Dense ``(len(v), len(u))`` maps of two axis coordinates, for cv2.remap."""
-    uu = np.ascontiguousarray(np.broadcast_to(u[None, :], (v.size, u.size)), dtype=np.float32)
-    vv = np.ascontiguousarray(np.broadcast_to(v[:, None], (v.size, u.size)), dtype=np.float32)
-    return uu, vv
+def _periodic(array: npt.NDArray[_T], x: int, y: int, width: int, height: int) -> npt.NDArray[_T]:
+    """The region of an image repeated periodically over the plane (a view when it can)."""
+    n_rows, n_cols = array.shape[:2]
+    x0, y0 = x % n_cols, y % n_rows
+    if x0 + width <= n_cols and y0 + height <= n_rows:
+        return array[y0 : y0 + height, x0 : x0 + width]
+    rows = np.arange(y0, y0 + height) % n_rows
+    cols = np.arange(x0, x0 + width) % n_cols
+    return array[np.ix_(rows, cols)]
 
 
-def _tissue_od(
-    layout: SlideLayout,
-    fld: FloatArray,
-    xs: npt.NDArray[np.int64],
-    ys: npt.NDArray[np.int64],
-    ragged: FloatArray,
-) -> FloatArray:
+class _Region:
+    """The layout fields interpolated over a region (with its margin)."""
+
+    def __init__(
+        self, layout: SlideLayout, x0: int, y0: int, w: int, h: int, *, with_artifacts: bool
+    ) -> None:
+        d = layout.spec.mask_downsample
+        self.x0, self.y0, self.w, self.h = x0, y0, w, h
+        self.xs = np.arange(x0, x0 + w, dtype=np.float64)
+        self.ys = np.arange(y0, y0 + h, dtype=np.float64)
+        u = ((self.xs + 0.5) / d - 0.5).astype(np.float32)
+        v = ((self.ys + 0.5) / d - 0.5).astype(np.float32)
+        mx = np.ascontiguousarray(np.broadcast_to(u[None, :], (h, w)))
+        my = np.ascontiguousarray(np.broadcast_to(v[:, None], (h, w)))
+        fld = cv2.remap(layout.fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        self.sdf, self.depth, self.tumor, self.psi = cv2.split(fld)
+        self.art: FloatArray | None = None  # None: no artifact reaches the region
+        if with_artifacts:
+            self.art = cv2.remap(
+                layout.artifact_fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+        tex = layout.textures
+        self.ragged = tex.sample_grid(tex.low, self.xs / 3.0, self.ys / 3.0)
+
+
+def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
     spec, tex, stain = layout.spec, layout.textures, layout.stain
     mpp = spec.mpp
-    h, w = fld.shape[:2]
-    xf, yf = xs.astype(np.float32), ys.astype(np.float32)
-    grain = tex.lookup(tex.grain, xs, ys)
+    h, w = region.h, region.w
+    xs, ys = region.xs, region.ys
+    grain = tex.lookup(tex.grain, xs.astype(np.int64), ys.astype(np.int64))
+    ragged = region.ragged
 
-    alpha = np.clip((fld[..., F.SDF] + _RAGGED * ragged) / 2.0 + 0.5, 0.0, 1.0)
-    w_tumor = np.clip((fld[..., F.TUMOR] - 0.5 + 0.03 * ragged) / 0.08 + 0.5, 0.0, 1.0)
-    depth = fld[..., F.DEPTH]
-    w_epi = np.clip((1.0 - depth) / 0.06 + 0.5, 0.0, 1.0) * (1.0 - w_tumor)
+    alpha = np.clip((region.sdf + _RAGGED * ragged) * 0.5 + 0.5, 0.0, 1.0)
+    w_tumor = np.clip((region.tumor - 0.5 + 0.03 * ragged) * 12.5 + 0.5, 0.0, 1.0)
+    depth = region.depth
+    w_epi = np.clip((1.0 - depth) * 16.0 + 0.5, 0.0, 1.0) * (1.0 - w_tumor)
     w_stroma = 1.0 - w_tumor - w_epi
 
     # stroma: wavy collagen fibres along the streamlines of psi, loose and dense areas
-    along = np.broadcast_to(
-        ((0.6 * xf[None, :] + 0.8 * yf[:, None]) * (mpp / 4.0)).astype(np.float32), (h, w)
+    along_x = np.mod(0.6 * xs * (mpp / 2.0), tex.size).astype(np.float32)
+    along_y = np.mod(0.8 * ys * (mpp / 2.0), tex.size).astype(np.float32)
+    along = along_x[None, :] + along_y[:, None]
+    along = np.where(along >= tex.size, along - tex.size, along)
+    across = region.psi * np.float32(mpp / 0.3) + 2.0 * ragged
+    fibre = tex.sample(tex.fibre, along, across)
+    breaks = tex.sample_grid(tex.low, xs * (mpp / 1.5), ys * (mpp / 1.5))
+    density = np.clip(
+        0.8 + 0.2 * tex.sample_grid(tex.low, xs * (mpp / 6.0), ys * (mpp / 6.0)), 0.45, 1.1
     )
-    across = fld[..., F.PSI] * (mpp / 0.45) + 2.0 * ragged
-    fibre = tex.sample(tex.fibre, np.ascontiguousarray(along), across)
-    density = fld[..., F.DENSITY]
-    breaks = tex.sample(tex.low, *_grid(xf * (mpp / 1.5), yf * (mpp / 1.5)))
-    e_stroma = density * np.clip(0.72 + 0.25 * fibre + 0.12 * breaks, 0.2, 1.25) * 0.72
+    e_stroma = density * np.clip(0.6 + 0.35 * fibre + 0.15 * breaks, 0.08, 1.3) * 0.95
     h_stroma = 0.05 + 0.03 * grain
 
     # squamous epithelium: paler cytoplasm, a little more basophilic towards the basal layer
     dep = np.clip(depth, 0.0, 1.0)
-    e_epi = (0.42 - 0.12 * dep) * (1.0 + 0.08 * grain)
-    h_epi = 0.05 + 0.12 * dep**2
+    mottle = tex.sample_grid(tex.grain, xs * (mpp / 0.8), ys * (mpp / 0.8))
+    e_epi = (0.5 - 0.12 * dep) * (1.0 + 0.1 * mottle + 0.05 * grain)
+    h_epi = 0.05 + 0.12 * dep * dep
 
     # SCC: amphophilic cytoplasm, keratin pearls
-    e_tumor = 0.48 * (1.0 + 0.1 * grain)
-    h_tumor = np.full((h, w), 0.16, np.float32)
-    pearl = _pearls(layout, xs.astype(np.float64), ys.astype(np.float64), grain)
+    e_tumor = 0.62 * (1.0 + 0.12 * mottle + 0.05 * grain)
+    h_tumor: FloatArray | float = 0.2
+    pearl = _pearls(layout, xs, ys, grain)
     if pearl is not None:
-        e_tumor = e_tumor * (1.0 - pearl) + pearl * 1.15
-        h_tumor = h_tumor * (1.0 - pearl)
+        e_tumor = e_tumor * (1.0 - pearl) + pearl * 1.35
+        h_tumor = 0.2 * (1.0 - pearl)
 
-    canvas = _Canvas(int(xs[0]), int(ys[0]), w, h)
-    for kind in (_STROMA, _EPITHELIUM, _TUMOR):
-        _draw_nuclei(layout, canvas, kind)
-    sigma = 0.18 / mpp
+    canvas = _Canvas(region.x0, region.y0, w, h)
+    _draw_nuclei(layout, canvas, _STROMA)
+    _draw_vessels(layout, canvas)
+    _draw_nuclei(layout, canvas, _EPITHELIUM)
+    _draw_nuclei(layout, canvas, _TUMOR)
+    sigma = _NUCLEUS_EDGE_UM / mpp
     nuclei = cv2.GaussianBlur(canvas.nuclei, (0, 0), sigma) * (0.9 + 0.16 * grain)
     borders = cv2.GaussianBlur(canvas.borders, (0, 0), sigma)
-    in_nucleus = np.clip(nuclei, 0.0, 1.0)
+    in_nucleus = np.minimum(nuclei, 1.0)
 
+    if canvas.lumen is not None:  # capillary lumens are empty, but for red cells
+        open_ = 1.0 - 0.85 * cv2.GaussianBlur(canvas.lumen, (0, 0), sigma)
+        e_stroma = e_stroma * open_
+        h_stroma = h_stroma * open_
     hema = w_stroma * h_stroma + w_epi * h_epi + w_tumor * h_tumor + nuclei
     eosin = (w_stroma * e_stroma + w_epi * e_epi + w_tumor * e_tumor) * (1.0 - 0.25 * in_nucleus)
-    eosin = eosin + borders * (w_epi + w_tumor)
-    scale = alpha * (1.0 + 0.9 * _smoothstep((fld[..., F.FOLD] - 0.4) / 0.2))
-    hema = (hema * scale * stain.h_scale).astype(np.float32)
-    eosin = (eosin * scale * stain.e_scale).astype(np.float32)
-    od = hema[..., None] * stain.hematoxylin + eosin[..., None] * stain.eosin
-    if "blur" in spec.artifacts:
-        b = fld[..., F.BLUR]
+    eosin += borders * (w_epi + w_tumor)
+    scale = alpha
+    if region.art is not None:  # a fold doubles the tissue
+        scale = alpha * (1.0 + 0.9 * _smoothstep((region.art[..., F.FOLD] - 0.4) / 0.2))
+    hema *= scale * np.float32(stain.h_scale)
+    eosin *= scale * np.float32(stain.e_scale)
+    od = cv2.merge([hema * stain.hematoxylin[i] + eosin * stain.eosin[i] for i in range(3)])
+    if canvas.blood is not None:
+        blood = cv2.GaussianBlur(canvas.blood, (0, 0), sigma) * (1.05 * alpha * w_stroma)
+        od += blood[..., None] * _RBC
+    if region.art is not None:
+        b = region.art[..., F.BLUR]
         if float(b.max()) > 0.0:
             soft = cv2.GaussianBlur(od, (0, 0), _OUT_OF_FOCUS_SIGMA)
             od = od * (1.0 - b[..., None]) + soft * b[..., None]
-    return od.astype(np.float32)
+    return np.asarray(od, np.float32)
 
 
-def _dust(layout: SlideLayout, x0: int, y0: int, w: int, h: int) -> FloatArray:
-    """Optical density of dust specks (on glass and tissue alike)."""
+def _dust(layout: SlideLayout, x0: int, y0: int, w: int, h: int) -> FloatArray | None:
+    """Optical density of dust specks (on glass and tissue alike), or None when none."""
     spec = layout.spec
     s = 250.0 / spec.mpp  # one candidate speck per 250 µm cell
     reach = 20.0 / spec.mpp
     i0, i1 = math.floor((x0 - reach) / s), math.floor((x0 + w + reach) / s)
     j0, j1 = math.floor((y0 - reach) / s), math.floor((y0 + h + reach) / s)
     jj, ii = np.mgrid[j0 : j1 + 1, i0 : i1 + 1]
-    r = hash_uniform(stream_key(spec.seed, 200), ii.ravel(), jj.ravel(), 6)
+    ii, jj = ii.ravel().astype(np.int64), jj.ravel().astype(np.int64)
+    u = hash_uniform(stream_key(spec.seed, 200), ii, jj, 6)
+    keep = u[:, 0] < 0.35
+    if not keep.any():
+        return None
+    ii, jj, u = ii[keep], jj[keep], u[keep]
+    cx = np.floor((ii + u[:, 1]) * s * 16.0).astype(np.int64) - x0 * 16 - 8
+    cy = np.floor((jj + u[:, 2]) * s * 16.0).astype(np.int64) - y0 * 16 - 8
+    a = np.round((1.5 + 8.0 * u[:, 3] ** 2) / spec.mpp * 16.0).astype(np.int64)
+    b = np.maximum(8, np.round(a * (0.4 + 0.6 * u[:, 4]))).astype(np.int64)
     out = np.zeros((h, w), np.float32)
-    for (i, j), u in zip(zip(ii.ravel(), jj.ravel(), strict=True), r, strict=True):
-        if u[0] > 0.35:
-            continue
-        cx = round(((i + u[1]) * s - x0) * 16 - 8)
-        cy = round(((j + u[2]) * s - y0) * 16 - 8)
-        a = round((1.5 + 8.0 * u[3] ** 2) / spec.mpp * 16)
-        cv2.ellipse(out, (cx, cy), (a, max(8, round(a * (0.4 + 0.6 * u[4])))), 360 * u[5],
-                    0, 360, 1.1 + 0.6 * u[4], -1, cv2.LINE_8, 4)
-    return np.asarray(cv2.GaussianBlur(out, (0, 0), 0.8))
+    for x, y, ax, bx, ang, val in zip(
+        cx.tolist(),
+        cy.tolist(),
+        a.tolist(),
+        b.tolist(),
+        (360.0 * u[:, 5]).tolist(),
+        (1.1 + 0.6 * u[:, 4]).tolist(),
+        strict=True,
+    ):
+        cv2.ellipse(out, (x, y), (ax, bx), ang, 0, 360, val, -1, cv2.LINE_8, 4)
+    return np.asarray(cv2.GaussianBlur(out, (0, 0), _DUST_SIGMA))

@@ -17,10 +17,10 @@ ARTIFACTS: tuple[str, ...] = ("blur", "dust", "fold", "pen")
 
 _COMPRESSIONS = ("jpeg", "deflate", "lzw", "jpeg2000", "none")
 
-#: Small tumor nests per mm² of tissue when ``n_nests`` is None: about 650 on a
-#: 100k x 100k slide at 0.25 µm/px with 35 % tissue (the study reports > 300
-#: tumor regions per slide).
-NESTS_PER_MM2 = 3.0
+#: Small tumor nests per mm² of tissue when ``n_nests`` is None: about 1100 on a
+#: 100k x 100k slide at 0.25 µm/px with 35 % tissue, which merge into several
+#: hundred tumor regions (the study reports > 300 per slide).
+NESTS_PER_MM2 = 5.0
 
 
 def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
@@ -64,8 +64,9 @@ class SyntheticSlideSpec:
         Fraction of the slide covered by tissue, in (0, 0.9] (default 0.35).
     n_nests : int or None
         Number of small tumor nests (50–400 µm across).  None: ``NESTS_PER_MM2``
-        (3) per mm² of tissue, at least 5 (so a 100k x 100k slide at 0.25 µm/px
-        has about 650, like the > 300 tumor regions per slide of the study).
+        (5) per mm² of tissue, at least 5 (a 100k x 100k slide at 0.25 µm/px
+        gets about 1100, which merge into several hundred tumor regions, like
+        the > 300 per slide of the study).
         Ignored for normal slides.
     nest_scatter : float
         In [0, 1]: the probability that a small nest lies anywhere in the tissue
@@ -102,10 +103,10 @@ class SyntheticSlideSpec:
     >>> spec = SyntheticSlideSpec(width=4096, height=4096, artifacts={"pen", "dust"}, seed=3)
     >>> spec.artifacts, spec.slide_area_mm2
     (('dust', 'pen'), 1.048576)
-    >>> SyntheticSlideSpec(tissue_fraction=1.5)
+    >>> SyntheticSlideSpec(tissue_fraction=1.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    cervixwsi.errors.ParameterError: SyntheticSlideSpec.tissue_fraction must be in (0.0, 0.9], got 1.5
+    cervixwsi.errors.ParameterError: SyntheticSlideSpec.tissue_fraction must be in (0.0, 0.9]...
     """
 
     width: int = 20000
@@ -130,7 +131,9 @@ class SyntheticSlideSpec:
         set_(self, "height", _int("height", self.height, 64))
         set_(self, "mpp", _float("mpp", self.mpp, 0.05, 5.0))
         if not isinstance(self.tumor, bool):
-            raise ParameterError(f"SyntheticSlideSpec.tumor must be True or False, got {self.tumor!r}")
+            raise ParameterError(
+                f"SyntheticSlideSpec.tumor must be True or False, got {self.tumor!r}"
+            )
         set_(
             self,
             "tissue_fraction",
@@ -145,7 +148,9 @@ class SyntheticSlideSpec:
         set_(self, "seed", _int("seed", self.seed, 0, 2**63 - 1))
         tile = _int("tile_size", self.tile_size, 16, 4096)
         if tile % 16:
-            raise ParameterError(f"SyntheticSlideSpec.tile_size must be a multiple of 16, got {tile}")
+            raise ParameterError(
+                f"SyntheticSlideSpec.tile_size must be a multiple of 16, got {tile}"
+            )
         set_(self, "tile_size", tile)
         if self.compression not in _COMPRESSIONS:
             raise ParameterError(
