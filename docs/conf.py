@@ -14,7 +14,7 @@ from cervixwsi import __version__  # noqa: E402
 
 project = "cervixwsi"
 author = "cervixwsi developers"
-copyright = "2026, cervixwsi developers"  # noqa: A001
+copyright = "2026, cervixwsi developers"
 release = __version__
 version = ".".join(__version__.split(".")[:2])
 
@@ -39,7 +39,9 @@ napoleon_preprocess_types = False
 # Type names in docstrings ("array-like", "numpy.ndarray", ...) are prose, not
 # cross-reference targets; no network, so no intersphinx either.
 nitpicky = False
-suppress_warnings = ["myst.header"]
+# "ref.python" is only "more than one target found": a docstring type such as
+# ``path`` matches both ``Slide.path`` and ``PatchStore.path``; it is prose.
+suppress_warnings = ["myst.header", "ref.python"]
 
 html_theme = "furo"
 html_title = f"cervixwsi {release}"

@@ -338,3 +338,24 @@ def test_overlay_colours_predicted_pixels_and_draws_the_ground_truth() -> None:
     green = (with_gt[..., 1] == 200) & (with_gt[..., 0] == 0)
     assert green.any()
     assert not green[20:30, 20:30].any()  # a contour, not a fill
+
+
+def test_half_stride_tissue_mask_is_where_the_map_is_finite(position_slide: ArraySlide) -> None:
+    # Tissue on a diagonal band: at half stride some tissue pixels are covered by no
+    # patch with enough tissue; the heatmap's tissue mask must leave them out so the
+    # features (which refuse NaN inside tissue) work on the generator's output as is.
+    from cervixwsi.features import HeatmapFeatureExtractor
+
+    yy, xx = np.mgrid[:175, :250]
+    tissue = np.abs(xx - yy) < 40
+    tissue[32:64, 192:224] = True  # an isolated 128² level-0 cell: every patch over it is 1/4
+    mask = TissueMask(tissue, 4, (WIDTH, HEIGHT))
+    heat = HeatmapGenerator(PositionPredictor(), stride=128, progress=False).generate(
+        position_slide, tissue_mask=mask
+    )
+    finite = np.isfinite(heat.array)
+    assert 0 < finite.sum() < finite.size
+    assert not finite[1, 6]  # the isolated cell: tissue, but no patch with 50 % tissue
+    np.testing.assert_array_equal(heat.tissue_mask.array, finite)
+    vector = HeatmapFeatureExtractor().extract(heat)
+    assert np.isfinite(vector.values).all()

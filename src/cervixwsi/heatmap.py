@@ -177,8 +177,11 @@ class Heatmap(Raster):
     """A tumor-probability map over a slide: a float32 :class:`~cervixwsi.geometry.Raster`.
 
     Pixels that were not predicted (too little tissue) are NaN.  ``tissue_mask``
-    is a boolean raster on the same grid: the pixels whose level-0 area is at
-    least ``min_tissue`` tissue.
+    is a boolean raster on the same grid: the tissue the heatmap speaks for, i.e.
+    the pixels covered by at least one patch with ``min_tissue`` tissue.  It is
+    exactly where the map is finite, so features never meet a NaN inside tissue
+    (at a stride below the patch size a pixel of tissue that no qualifying patch
+    covers would otherwise be "tissue without a probability").
 
     Parameters
     ----------
@@ -473,7 +476,6 @@ class _Plan:
     rows: npt.NDArray[np.int64]
     cols: npt.NDArray[np.int64]
     grid_shape: tuple[int, int]
-    tissue: npt.NDArray[np.bool_]
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -612,12 +614,6 @@ class HeatmapGenerator:
         coords = grid.coords(slide, tissue)
         width, height = slide.dimensions
         shape = (math.ceil(height / stride0 - 1e-9), math.ceil(width / stride0 - 1e-9))
-        # Tissue on the heatmap grid: pixels whose own level-0 area is >= min_tissue tissue.
-        cx = np.arange(shape[1], dtype=np.float64) * stride0
-        cy = np.arange(shape[0], dtype=np.float64) * stride0
-        gx, gy = np.meshgrid(cx, cy)
-        frac = tissue.fraction(gx, gy, np.full_like(gx, stride0), np.full_like(gy, stride0))
-        cell_tissue = frac >= max(self.min_tissue, 1e-12)
         rows = np.asarray(coords.rows, dtype=np.int64)
         cols = np.asarray(coords.cols, dtype=np.int64)
         plan = _Plan(
@@ -626,7 +622,6 @@ class HeatmapGenerator:
             rows=rows,
             cols=cols,
             grid_shape=shape,
-            tissue=np.asarray(cell_tissue, dtype=bool),
         )
         return plan, stride0
 
@@ -845,7 +840,7 @@ def _assemble(
         array,
         stride0,
         slide.dimensions,
-        tissue_mask=plan.tissue | (count > 0),
+        tissue_mask=count > 0,
         info=info,
         mpp=mpp,
     )
