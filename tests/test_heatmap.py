@@ -340,6 +340,21 @@ def test_overlay_colours_predicted_pixels_and_draws_the_ground_truth() -> None:
     assert not green[20:30, 20:30].any()  # a contour, not a fill
 
 
+def test_overlay_reads_the_thumbnail_of_a_slide_file(tmp_path: Path) -> None:
+    from cervixwsi.slide import write_pyramid
+
+    heat = small_heatmap()
+    image = np.full((500, 700, 3), 230, np.uint8)
+    image[:, :350] = (200, 60, 150)
+    path = write_pyramid(tmp_path / "s.tif", image, mpp=0.5, tile_size=64)
+    from_path = heat.overlay(path, max_size=70, alpha=0.0, tissue_outline=False)
+    from_array = heat.overlay(image, max_size=70, alpha=0.0, tissue_outline=False)
+    assert from_path.shape == (50, 70, 3)
+    # JPEG tiles and a lower pyramid level vs raw pixels: equal away from the colour edge
+    away = np.r_[0:33, 37:70]
+    np.testing.assert_allclose(from_path[:, away], from_array[:, away], atol=12)
+
+
 def test_half_stride_tissue_mask_is_where_the_map_is_finite(position_slide: ArraySlide) -> None:
     # Tissue on a diagonal band: at half stride some tissue pixels are covered by no
     # patch with enough tissue; the heatmap's tissue mask must leave them out so the

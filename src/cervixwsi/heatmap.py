@@ -15,16 +15,17 @@ This module never imports TensorFlow.
 
 Geometry
 --------
-With ``stride`` (level-0 pixels, default the patch's level-0 size) the heatmap
-is a :class:`~cervixwsi.geometry.Raster` with ``downsample = stride``: pixel
+With a stride of ``s`` level-0 pixels (``stride`` is given in pixels of the
+patches' level; by default the patch size) the heatmap is a
+:class:`~cervixwsi.geometry.Raster` with ``downsample = s``: pixel
 ``(row, col)`` covers the level-0 square ``[col*s, (col+1)*s) x [row*s, (row+1)*s)``,
 and the patch at grid position ``(row, col)`` has its top-left corner at
 ``(col*s, row*s)``.  When the stride equals the patch size, each pixel is its
 patch's probability.  When the stride is smaller (it must divide the patch
 size), a patch covers ``k x k`` pixels (``k = patch / stride``) and each pixel
 is the **mean of the predictions of all predicted patches that cover it**.
-Pixels covered by no predicted patch (not enough tissue) are NaN; the tissue
-mask on the same grid is kept beside the probabilities.
+Pixels covered by no predicted patch (not enough tissue) are NaN; the
+heatmap's tissue mask, on the same grid, is the pixels that were predicted.
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ class Heatmap(Raster):
 
     def overlay(
         self,
-        slide: BaseSlide | npt.NDArray[np.uint8],
+        slide: BaseSlide | str | os.PathLike[str] | npt.NDArray[np.uint8],
         *,
         max_size: int = 2048,
         alpha: float = 0.5,
@@ -380,8 +381,9 @@ class Heatmap(Raster):
 
         Parameters
         ----------
-        slide : BaseSlide or numpy.ndarray
-            The slide (its thumbnail is read) or an RGB thumbnail of the whole slide.
+        slide : BaseSlide, path or numpy.ndarray
+            The slide or its path (its thumbnail is read) or an RGB thumbnail of
+            the whole slide.
         max_size : int
             Longest side of the picture in pixels.
         alpha : float
@@ -415,6 +417,11 @@ class Heatmap(Raster):
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         if isinstance(slide, np.ndarray):
             thumb = np.asarray(slide, dtype=np.uint8)
+        elif isinstance(slide, str | os.PathLike):
+            from cervixwsi.slide import Slide
+
+            with Slide(slide) as opened:
+                thumb = opened.get_thumbnail(size)
         else:
             thumb = slide.get_thumbnail(size)
         thumb = cv2.resize(np.ascontiguousarray(thumb[..., :3]), size, interpolation=cv2.INTER_AREA)

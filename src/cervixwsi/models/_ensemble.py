@@ -154,8 +154,18 @@ class EnsembleClassifier:
         return out
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> EnsembleClassifier:
+    def load(
+        cls, directory: str | os.PathLike[str], *, engine: str | None = None
+    ) -> EnsembleClassifier:
         """Load an ensemble written by :meth:`save`; it predicts identically.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            The directory :meth:`save` wrote.
+        engine : {"tensorflow", "onnxruntime"}, optional
+            Inference engine of every member (see :class:`PatchClassifier`);
+            default: the one each was saved with.
 
         Raises
         ------
@@ -180,5 +190,5 @@ class EnsembleClassifier:
         for f in files:
             if Path(f).name != f:
                 raise WeightsError(f"ensemble manifest {manifest_path} names a bad file {f!r}")
-        members = [PatchClassifier.load(src / f) for f in files]
+        members = [PatchClassifier.load(src / f, engine=engine) for f in files]
         return cls(members, weights=weights)

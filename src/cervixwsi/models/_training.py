@@ -26,6 +26,7 @@ from cervixwsi.models._data import (
     dataset_pipeline,
     source_dataset,
 )
+from cervixwsi.models._engine import Inference, check_engine, onnx_inference
 
 if TYPE_CHECKING:
     import keras
@@ -283,6 +284,15 @@ class PatchClassifier:
         Initial weights (see :func:`build_model`).
     progress : bool, default True
         Show a tqdm progress bar per epoch.
+    engine : {"tensorflow", "onnxruntime"}, default "tensorflow"
+        What runs inference. ``"onnxruntime"`` exports the trained network to
+        ONNX once (cached as ``<model>.onnx`` next to the ``.keras`` file it
+        was saved to or loaded from), checks it against TensorFlow on a fixed
+        probe batch (``|Δp| <= 1e-4``) and runs it with ONNX Runtime's full
+        graph optimisation: about 1.3× faster on CPUs for ResNet50. When the
+        export or the check fails it warns (:class:`EngineFallbackWarning`)
+        and predicts with TensorFlow; ``engine_`` says which one runs.
+        Training always uses TensorFlow. Needs ``cervixwsi[onnx]``.
 
     Attributes
     ----------
@@ -297,6 +307,9 @@ class PatchClassifier:
         Loss, accuracy and learning rate per epoch.
     seed_ : int
         The seed used.
+    engine_ : str
+        The engine predictions actually use (set at the first prediction, or
+        at :meth:`load`).
 
     Examples
     --------
@@ -326,14 +339,17 @@ class PatchClassifier:
     seed: int | None = None
     weights: str | os.PathLike[str] | None = None
     progress: bool = True
+    engine: str = "tensorflow"
 
     def __post_init__(self) -> None:
-        self._infer: Any = None
+        self._infer: tuple[str, Inference] | None = None
+        self._source: Path | None = None  # the .keras file this model was saved to / loaded from
 
     # ------------------------------------------------------------------ parameters
 
     def _check_params(self) -> None:
         _spec(self.arch)
+        check_engine(self.engine)
         for name in ("input_size", "batch_size", "decay_steps", "plateau_patience", "epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -405,6 +421,39 @@ class PatchClassifier:
         model = _load_keras(directory / "last.keras", compile=True)
         logger.info("resuming from %s after epoch %d", directory, epoch)
         return model, state
+
+    def build(self) -> PatchClassifier:
+        """Make the network ready to predict without training it.
+
+        The weights are ``weights`` (a local file, e.g. a network trained
+        elsewhere, or ``"imagenet"`` from the Keras cache) or a random
+        initialisation (seeded by ``seed``); nothing is downloaded. Useful
+        to run networks trained outside cervixwsi, and to measure speed.
+
+        Returns
+        -------
+        PatchClassifier
+            ``self``, ready for :meth:`predict` and :meth:`save`
+            (``history_`` is empty and ``class_counts_`` zero).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> clf = PatchClassifier("small_cnn", input_size=32, seed=0).build()
+        >>> clf.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape
+        (2,)
+        """
+        self._check_params()
+        self.seed_ = (
+            int(np.random.default_rng().integers(2**31 - 1)) if self.seed is None else self.seed
+        )
+        self.model_ = self._new_model()
+        self.classes_ = np.array([0, 1], dtype=np.int64)
+        self.class_counts_ = np.zeros(2, dtype=np.int64)
+        self.history_ = TrainingHistory._from_rows([], None)
+        self._infer = None
+        self._source = None
+        return self
 
     def fit(
         self,
@@ -535,6 +584,7 @@ class PatchClassifier:
         csv_file = None if directory is None else directory / "history.csv"
         self.history_ = TrainingHistory._from_rows(rows, csv_file)
         self._infer = None
+        self._source = None  # a saved file (and its ONNX cache) holds other weights now
         return self
 
     def _train(
@@ -631,7 +681,7 @@ class PatchClassifier:
         infer = self._inference_function()
         out = np.empty((arr.shape[0], 2), dtype=np.float32)
         for i in range(0, arr.shape[0], bs):
-            out[i : i + bs] = infer(np.ascontiguousarray(crop[i : i + bs])).numpy()
+            out[i : i + bs] = infer(np.ascontiguousarray(crop[i : i + bs]))
         return out
 
     def predict(
@@ -661,19 +711,33 @@ class PatchClassifier:
         """
         return self.predict_proba(patches, batch_size=batch_size)[:, 1].copy()
 
-    def _inference_function(self) -> Any:
-        if self._infer is None:
-            import tensorflow as tf
+    def _inference_function(self) -> Inference:
+        engine = check_engine(self.engine)
+        if self._infer is None or self._infer[0] != engine:
+            infer = self._tensorflow_function()
+            self.engine_ = "tensorflow"
+            if engine == "onnxruntime":
+                cache = None if self._source is None else self._source.with_suffix(".onnx")
+                infer, self.engine_ = onnx_inference(
+                    self.model_, self.input_size, infer, cache=cache
+                )
+            self._infer = (engine, infer)
+        return self._infer[1]
 
-            model = self.model_
-            spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.uint8)
+    def _tensorflow_function(self) -> Inference:
+        import tensorflow as tf
 
-            @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
-            def infer(x: tf.Tensor) -> tf.Tensor:
-                return model(x, training=False)
+        model = self.model_
+        spec = tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.uint8)
 
-            self._infer = infer
-        return self._infer
+        @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
+        def graph(x: tf.Tensor) -> tf.Tensor:
+            return model(x, training=False)
+
+        def infer(x: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+            return np.asarray(graph(x).numpy(), dtype=np.float32)
+
+        return infer
 
     # -------------------------------------------------------------------- save/load
 
@@ -715,11 +779,23 @@ class PatchClassifier:
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(_SETTINGS_NAME, json.dumps(settings, indent=2))
         tmp.replace(out)
+        if self._source != out.resolve():
+            self._source = out.resolve()
+            out.with_suffix(".onnx").unlink(missing_ok=True)  # a stale export of other weights
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PatchClassifier:
+    def load(cls, path: str | os.PathLike[str], *, engine: str | None = None) -> PatchClassifier:
         """Load a classifier written by :meth:`save`; it predicts identically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.keras`` file.
+        engine : {"tensorflow", "onnxruntime"}, optional
+            Inference engine (default: the one it was saved with). With
+            ``"onnxruntime"`` the ONNX export is made (or reused from
+            ``<path>.onnx``) and checked here, so ``engine_`` is known on return.
 
         Raises
         ------
@@ -745,12 +821,18 @@ class PatchClassifier:
                 f"{src} has format {settings.get('format')!r} version "
                 f"{settings.get('version')!r}; expected {_FORMAT!r} version {_FORMAT_VERSION}"
             )
-        clf = cls._from_params_json(settings["params"])
+        params = dict(settings["params"])
+        if engine is not None:
+            params["engine"] = check_engine(engine)
+        clf = cls._from_params_json(params)
         clf.model_ = _load_keras(src, compile=False)
         clf.seed_ = int(settings["seed_"])
         clf.classes_ = np.asarray(settings["classes_"], dtype=np.int64)
         clf.class_counts_ = np.asarray(settings["class_counts_"], dtype=np.int64)
         clf.history_ = TrainingHistory._from_rows(settings["history_"], None)
+        clf._source = src.resolve()
+        if clf.engine != "tensorflow":
+            clf._inference_function()  # export or reuse the cache, and check it, now
         return clf
 
 
