@@ -161,7 +161,7 @@ def file_architecture(path: Path) -> str | None:
                 config = json.loads(zf.read("config.json"))
             names = {layer.get("name", "") for layer in config["config"]["layers"]}
         else:
-            import h5py  # type: ignore[import-untyped]
+            import h5py
 
             with h5py.File(path, "r") as f:
                 group = f.get("layers")
