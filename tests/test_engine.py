@@ -193,3 +193,29 @@ def test_an_unknown_engine_is_a_clear_error(models: tuple[PatchClassifier, Any])
             clf.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))
     finally:
         clf.engine = "tensorflow"
+
+
+def test_names_identify_the_weights_not_the_engine(
+    tmp_path: Path, models: tuple[PatchClassifier, PatchClassifier]
+) -> None:
+    a, b = models
+    assert a.name.startswith(f"small_cnn-{SIZE}-") and a.name != b.name
+    assert PatchClassifier("resnet50").name == "resnet50-224"  # not built yet
+    loaded = PatchClassifier.load(a.save(tmp_path / "a.keras"), engine="onnxruntime")
+    assert loaded.name == a.name
+    ensemble = EnsembleClassifier([a, b], weights=[3, 1])
+    assert ensemble.name == f"ensemble({a.name}:0.75, {b.name}:0.25)"
+
+
+def test_build_predicts_with_the_weights_file_without_training(
+    tmp_path: Path, models: tuple[PatchClassifier, PatchClassifier], x: npt.NDArray[np.uint8]
+) -> None:
+    trained = models[0]
+    trained.engine = "tensorflow"
+    weights = tmp_path / "trained.weights.h5"
+    trained.model_.save_weights(weights)
+    built = PatchClassifier("small_cnn", input_size=SIZE, weights=weights).build()
+    np.testing.assert_allclose(built.predict(x), trained.predict(x), atol=1e-6)
+    assert built.history_.epoch.size == 0 and built.class_counts_.tolist() == [0, 0]
+    again = PatchClassifier.load(built.save(tmp_path / "built.keras"))
+    np.testing.assert_array_equal(again.predict(x), built.predict(x))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,11 +26,22 @@ downsamples = st.one_of(
 dimensions = st.tuples(st.integers(1, 5000), st.integers(1, 5000))
 
 
+def covering_shape(
+    width: int, height: int, d: float, rounding: Callable[[float], int]
+) -> tuple[int, int]:
+    """``(rows, cols)`` of a raster over the slide: ceil (covers it) or floor (a level's
+    own size, e.g. 741 rows for 2967 pixels at downsample 4), never fewer than 1."""
+    return max(rounding(height / d), 1), max(rounding(width / d), 1)
+
+
+shape_roundings = st.sampled_from([math.ceil, math.floor])
+
+
 @st.composite
 def raster_and_box(draw: st.DrawFn) -> tuple[Raster, Box]:
     width, height = draw(dimensions)
     d = draw(downsamples)
-    rows, cols = math.ceil(height / d), math.ceil(width / d)
+    rows, cols = covering_shape(width, height, d, draw(shape_roundings))
     raster = Raster(np.zeros((rows, cols), bool), d, (width, height))
     x = draw(st.floats(-width, 2 * width, allow_nan=False))
     y = draw(st.floats(-height, 2 * height, allow_nan=False))
@@ -38,9 +51,16 @@ def raster_and_box(draw: st.DrawFn) -> tuple[Raster, Box]:
 
 
 def level0_extent_of(raster: Raster, window: Window) -> Box:
-    """The unclipped level-0 extent of a window, computed independently of Raster."""
+    """The unclipped level-0 extent of a window, computed independently of Raster.
+
+    A window that reaches the raster's last row (column) reaches the slide's edge.
+    """
     d = raster.downsample
-    return Box(window.col0 * d, window.row0 * d, window.shape[1] * d, window.shape[0] * d)
+    rows, cols = raster.shape
+    width, height = raster.slide_dimensions
+    x1 = max(window.col1 * d, width) if window.col1 == cols else window.col1 * d
+    y1 = max(window.row1 * d, height) if window.row1 == rows else window.row1 * d
+    return Box.from_bounds(window.col0 * d, window.row0 * d, x1, y1)
 
 
 # --- Box -------------------------------------------------------------------------------
@@ -163,6 +183,21 @@ class TestWindows:
             raster.to_index(1000, 0)
         assert raster.to_index(5000, -3, clip=True) == (0, 3)
 
+    def test_floor_shaped_raster_last_pixel_reaches_the_slide_edge(self) -> None:
+        # A level's own size: 10 level-0 pixels at downsample 4 make 2 pixels, not 3.
+        raster = Raster(np.arange(4.0).reshape(2, 2), 4, (10, 10))
+        assert raster.to_index(9, 9) == (1, 1)
+        assert raster.box_to_window(Box(9, 9, 1, 1)) == Window(1, 2, 1, 2)
+        assert raster.box_to_window(Box(8.5, 0, 3, 1)) == Window(0, 1, 1, 2)
+        assert raster.box_to_window(Box(10, 10, 1, 1)).is_empty  # outside the slide
+        assert raster.pixel_to_box(1, 1) == Box(4, 4, 6, 6)
+        assert raster.window_to_box(Window(0, 2, 0, 2)) == Box(0, 0, 10, 10)
+        assert raster.window_to_box(Window(2, 2, 2, 2)).is_empty
+        # Area resampling to one pixel weighs the last pixel by its 6 x 6 level-0 area.
+        one = raster.resample(10, method="area").array
+        assert one.shape == (1, 1)
+        assert one[0, 0] == pytest.approx((0 * 16 + 1 * 24 + 2 * 24 + 3 * 36) / 100)
+
     def test_non_integer_downsample_multiples_map_to_their_own_pixel(self) -> None:
         d = 4.0003
         raster = Raster(np.zeros((250, 250)), d, (1000, 1000))
@@ -194,12 +229,12 @@ class TestWindows:
         assume(not window.is_empty)
         assert raster.box_to_window(raster.window_to_box(window)) == window
 
-    @given(dimensions, downsamples, st.data())
+    @given(dimensions, downsamples, shape_roundings, st.data())
     def test_every_pixel_box_is_inside_the_slide_and_indexes_back(
-        self, dims: tuple[int, int], d: float, data: st.DataObject
+        self, dims: tuple[int, int], d: float, rounding: Any, data: st.DataObject
     ) -> None:
         width, height = dims
-        rows, cols = math.ceil(height / d), math.ceil(width / d)
+        rows, cols = covering_shape(width, height, d, rounding)
         raster = Raster(np.zeros((rows, cols)), d, dims)
         row = data.draw(st.integers(0, rows - 1))
         col = data.draw(st.integers(0, cols - 1))
@@ -213,12 +248,12 @@ class TestWindows:
         if last_x >= box.x and last_y >= box.y:
             assert raster.to_index(last_x, last_y) == (row, col)
 
-    @given(dimensions, downsamples)
+    @given(dimensions, downsamples, shape_roundings)
     def test_pixel_boxes_tile_the_slide_without_gaps_or_overlaps(
-        self, dims: tuple[int, int], d: float
+        self, dims: tuple[int, int], d: float, rounding: Any
     ) -> None:
         width, height = dims
-        rows, cols = math.ceil(height / d), math.ceil(width / d)
+        rows, cols = covering_shape(width, height, d, rounding)
         assume(rows * cols <= 2000)
         raster = Raster(np.zeros((rows, cols)), d, dims)
         first_row = [raster.pixel_to_box(0, c) for c in range(cols)]

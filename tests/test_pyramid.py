@@ -225,6 +225,15 @@ def test_grayscale_mask_with_2d_tiles_round_trips_losslessly(tmp_path: Path) -> 
     assert levels[1].shape == (100, 150) and levels[1][25:75, 50:125].min() == 255
 
 
+def test_a_bool_mask_is_written_as_0_and_255(tmp_path: Path) -> None:
+    mask = np.zeros((200, 300), bool)
+    mask[50:150, 100:250] = True
+    path = write_pyramid(tmp_path / "m.tif", mask, mpp=1.0, compression="deflate")
+    level0 = _pages(path)[0]
+    assert level0.dtype == np.uint8
+    np.testing.assert_array_equal(level0, np.where(mask, 255, 0))
+
+
 def test_levels_argument(tmp_path: Path, rng: np.random.Generator) -> None:
     image = _image(rng, 64, 48)
     assert len(_pages(write_pyramid(tmp_path / "a.tif", image, mpp=1.0, levels=1))) == 1

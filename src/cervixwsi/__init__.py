@@ -44,7 +44,6 @@ __all__ = [
 
 _SUBMODULES = {
     "annotations",
-    "cohort",
     "features",
     "heatmap",
     "metrics",

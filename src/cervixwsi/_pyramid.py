@@ -396,8 +396,10 @@ def _source_dimensions(source: TileSource, dimensions: tuple[int, int] | None) -
                 f"an array source must be (height, width, 3) RGB or (height, width) grayscale, "
                 f"got shape {source.shape}"
             )
-        if source.dtype != np.uint8:
-            raise ParameterError(f"an array source must be uint8, got dtype {source.dtype}")
+        if source.dtype not in (np.uint8, np.bool_):
+            raise ParameterError(
+                f"an array source must be uint8 (or a bool mask), got dtype {source.dtype}"
+            )
         height, width = source.shape[:2]
         if dimensions is not None and tuple(dimensions) != (width, height):
             raise ParameterError(
@@ -456,8 +458,9 @@ def write_pyramid(
         Level 0, as one of
 
         * a uint8 array ``(height, width, 3)`` (RGB) or ``(height, width)`` /
-          ``(height, width, 1)`` (grayscale: masks, 8-bit heatmaps); a
-          :class:`numpy.memmap` is read tile by tile;
+          ``(height, width, 1)`` (grayscale: masks, 8-bit heatmaps), or a
+          bool mask (written as 0 / 255); a :class:`numpy.memmap` is read
+          tile by tile;
         * a callable ``source(x, y, width, height) -> array`` returning the
           level-0 tile at ``(x, y)``; edge tiles are asked for clipped to the
           slide, so ``width``/``height`` may be less than ``tile_size``;
@@ -535,6 +538,8 @@ def write_pyramid(
     """
     import tifffile
 
+    if isinstance(source, np.ndarray) and source.dtype == np.bool_:
+        source = source.view(np.uint8) * np.uint8(255)  # a mask: 0 / 255
     mpp_xy = _check_parameters(tile_size, compression, quality, mpp)
     tile_size = int(tile_size)
     width, height = _source_dimensions(source, dimensions)

@@ -232,9 +232,15 @@ class Window:
 
 
 def _axis_cells(n: int, d: float, length: float) -> tuple[npt.NDArray[np.float64], ...]:
-    """Level-0 start and end of each of ``n`` cells of size ``d``, clipped to ``length``."""
+    """Level-0 start and end of each of ``n`` cells of size ``d``, clipped to ``length``.
+
+    The last cell ends at ``length`` also when ``n * d < length`` (a floor-shaped
+    raster), like :meth:`Raster.to_index`, which maps that strip to it.
+    """
     starts = np.arange(n, dtype=np.float64) * d
     ends = np.minimum(starts + d, length)
+    if n:
+        ends[-1] = length
     return np.minimum(starts, length), ends
 
 
@@ -423,20 +429,41 @@ class Raster:
         gives an empty window.  The window never leaves the array.
         """
         rows, cols = self.shape
-        d = self._downsample
-        col0 = min(max(math.floor(_snap(box.x / d)), 0), cols)
-        row0 = min(max(math.floor(_snap(box.y / d)), 0), rows)
-        col1 = min(max(math.ceil(_snap(box.x1 / d)), col0), cols)
-        row1 = min(max(math.ceil(_snap(box.y1 / d)), row0), rows)
+        width, height = self._slide_dimensions
+        col0, col1 = self._axis_window(box.x, box.x1, width, cols)
+        row0, row1 = self._axis_window(box.y, box.y1, height, rows)
         return Window(row0, row1, col0, col1)
+
+    def _axis_window(self, lo: float, hi: float, length: int, n: int) -> tuple[int, int]:
+        """Index range ``[k0, k1)`` of the pixels along one axis covering ``[lo, hi)``.
+
+        In a floor-shaped raster (``n * d < length``) the last pixel also covers
+        the strip ``[n * d, length)`` (as :meth:`to_index` maps it there).
+        """
+        d = self._downsample
+        k0 = max(math.floor(_snap(lo / d)), 0)
+        if k0 >= n:  # at or past the last pixel's start: inside the slide's strip or outside
+            k0 = n - 1 if lo < length and hi > lo else n
+        k1 = min(max(math.ceil(_snap(hi / d)), k0), n)
+        return k0, k1
 
     def window_to_box(self, window: Window) -> Box:
         """The level-0 extent of a window of raster pixels, clipped to the slide."""
         width, height = self._slide_dimensions
+        rows, cols = self.shape
+        x0, x1 = self._axis_extent(window.col0, window.col1, width, cols)
+        y0, y1 = self._axis_extent(window.row0, window.row1, height, rows)
+        return Box(x0, y0, x1 - x0, y1 - y0)
+
+    def _axis_extent(self, k0: int, k1: int, length: int, n: int) -> tuple[float, float]:
+        """Level-0 ``[start, end)`` of pixels ``k0 .. k1 - 1`` along one axis, in the slide.
+
+        The last pixel reaches the slide's edge (also in a floor-shaped raster).
+        """
         d = self._downsample
-        x0, y0 = min(window.col0 * d, width), min(window.row0 * d, height)
-        x1, y1 = min(window.col1 * d, width), min(window.row1 * d, height)
-        return Box(x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0))
+        start = min(k0 * d, length)
+        end = float(length) if k1 >= n and k1 > k0 else min(k1 * d, length)
+        return float(start), max(float(end), float(start))
 
     def pixel_to_box(self, row: int, col: int) -> Box:
         """The level-0 box covered by raster pixel ``(row, col)``, clipped to the slide."""

@@ -679,6 +679,9 @@ class HeatmapGenerator:
 
             masker = self.masker if self.masker is not None else TissueMasker()
             tissue_mask = masker.mask(slide)
+            tissue_source = repr(masker)
+        else:
+            tissue_source = "a given TissueMask"
         plan, stride0 = self._plan(slide, tissue_mask, level)
         info = HeatmapInfo(
             slide_id=slide.name,
@@ -692,7 +695,7 @@ class HeatmapGenerator:
             created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             parameters=(
                 ("batch_size", str(self.batch_size)),
-                ("masker", repr(self.masker)),
+                ("tissue", tissue_source),
             ),
         )
         n = len(plan.x)
@@ -745,17 +748,21 @@ class HeatmapGenerator:
                 out[k] = slide.read_region((int(plan.x[i]), int(plan.y[i])), level, size)
             return out
 
-        bar = tqdm(
-            total=len(todo), disable=not self.progress, unit="patch", desc=f"heatmap {slide.name}"
-        )
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="heatmap-read") as ex:
+        with (
+            tqdm(
+                total=len(todo),
+                disable=not self.progress,
+                unit="patch",
+                desc=f"heatmap {slide.name}",
+            ) as bar,
+            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="heatmap-read") as ex,
+        ):
             for index, (batch, patches) in enumerate(_prefetched(ex, read, batches, self.prefetch)):
                 values = _check_predictions(self.predictor.predict(patches), batch, index, plan)
                 probs[batch] = values
                 if store is not None:
                     store.write(batch, values)
                 bar.update(len(batch))
-        bar.close()
 
 
 def _prefetched(

@@ -776,7 +776,7 @@ class Slide(BaseSlide):
 
     def __getstate__(self) -> dict[str, Any]:
         return {
-            "path": str(self._path),
+            "path": str(self._path.resolve()),  # a worker may have another cwd
             "tile_cache_bytes": self._tile_cache_bytes,
             "threads": self._threads,
         }

@@ -88,6 +88,15 @@ class EnsembleClassifier:
         names = ", ".join(type(m).__name__ for m in self.members)
         return f"EnsembleClassifier([{names}], weights={np.round(self.weights, 4).tolist()})"
 
+    @property
+    def name(self) -> str:
+        """The members' names and weights, e.g. ``ensemble(resnet50-224-3f2a9c1b:0.5, ...)``."""
+        parts = [
+            f"{getattr(m, 'name', type(m).__name__)}:{w:.4g}"
+            for m, w in zip(self.members, self.weights, strict=True)
+        ]
+        return f"ensemble({', '.join(parts)})"
+
     def predict(self, patches: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Weighted mean of the members' tumor probabilities.
 

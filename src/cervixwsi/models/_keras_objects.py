@@ -14,6 +14,15 @@ from typing import Any
 import keras
 from keras import ops
 
+from cervixwsi.errors import ModelError
+
+if keras.backend.backend() != "tensorflow":
+    raise ModelError(
+        f"cervixwsi.models needs Keras' TensorFlow backend, but KERAS_BACKEND selects "
+        f"{keras.backend.backend()!r}: unset it or set KERAS_BACKEND=tensorflow before "
+        "importing keras"
+    )
+
 __all__ = ["PLATEAU_VARIABLE_NAME", "InputScaling", "PlateauExponentialDecay"]
 
 PLATEAU_VARIABLE_NAME = "plateau_multiplier"

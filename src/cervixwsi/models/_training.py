@@ -656,6 +656,20 @@ class PatchClassifier:
 
     # ------------------------------------------------------------------- prediction
 
+    @property
+    def name(self) -> str:
+        """``arch``, input size and a fingerprint of the weights, e.g. ``resnet50-224-3f2a9c1b``.
+
+        Identifies the network in heatmap provenance and resumable runs (the
+        inference engine is not part of it: both engines predict the same).
+        """
+        base = f"{self.arch}-{self.input_size}"
+        if not hasattr(self, "model_"):
+            return base
+        from cervixwsi.models._engine import model_fingerprint
+
+        return f"{base}-{model_fingerprint(self.model_, self.input_size)[:8]}"
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(
