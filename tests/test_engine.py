@@ -185,7 +185,9 @@ def test_an_export_that_disagrees_with_tensorflow_is_refused(
 
 def test_an_unknown_engine_is_a_clear_error(models: tuple[PatchClassifier, Any]) -> None:
     with pytest.raises(ParameterError, match="engine must be one of"):
-        PatchClassifier(engine="openvino").fit((np.zeros((2, SIZE, SIZE, 3), np.uint8), [0, 1]))
+        PatchClassifier("small_cnn", engine="openvino").fit(
+            (np.zeros((2, SIZE, SIZE, 3), np.uint8), [0, 1])
+        )
     clf = models[0]
     clf.engine = "tensorrt"
     try:

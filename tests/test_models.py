@@ -662,6 +662,10 @@ def test_resuming_a_checkpoint_of_another_model_or_a_corrupt_one_fails(
         PatchClassifier("small_cnn", input_size=48, progress=False).fit(
             (x, y), checkpoint_dir=tmp_path
         )
+    with pytest.raises(ModelError, match=r"learning_rate=0\.01.*learning_rate=0\.001"):
+        PatchClassifier(
+            "small_cnn", input_size=SIZE, seed=0, learning_rate=1e-3, progress=False
+        ).fit((x, y), checkpoint_dir=tmp_path)
     last = tmp_path / "last.keras"
     last.write_bytes(last.read_bytes()[:1000])  # truncated by a crash of the disk
     with pytest.raises(ModelError, match="unreadable"):
@@ -735,9 +739,9 @@ def test_fit_refuses_bad_training_data(train: Any, match: str) -> None:
 def test_fit_refuses_bad_parameters() -> None:
     x = (np.zeros((2, 72, 72, 3), np.uint8), np.array([0, 1]))
     with pytest.raises(ParameterError, match="plateau_factor"):
-        PatchClassifier(input_size=SIZE, plateau_factor=10.0, progress=False).fit(x)
+        PatchClassifier("small_cnn", input_size=SIZE, plateau_factor=10.0, progress=False).fit(x)
     with pytest.raises(ParameterError, match="epochs"):
-        PatchClassifier(input_size=SIZE, progress=False).fit(x, epochs=0)
+        PatchClassifier("small_cnn", input_size=SIZE, progress=False).fit(x, epochs=0)
 
 
 # -------------------------------------------------------------------------- prediction
@@ -776,7 +780,7 @@ def test_predict_refuses_bad_batches(trained: PatchClassifier, batch: Any, match
 
 def test_predict_before_fit_is_an_error() -> None:
     with pytest.raises(NotFittedError, match="not fitted"):
-        PatchClassifier().predict(np.zeros((1, 224, 224, 3), np.uint8))
+        PatchClassifier("resnet50").predict(np.zeros((1, 224, 224, 3), np.uint8))
 
 
 # ------------------------------------------------------------------------- persistence

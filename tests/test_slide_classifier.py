@@ -6,13 +6,19 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse
+import sklearn
 import skops.io
+from sklearn.base import clone, is_classifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from cervixwsi.errors import ClassifierError, NotFittedError, ParameterError, ResultFileError
 from cervixwsi.features import FeatureTable, HeatmapFeatureExtractor
@@ -152,6 +158,39 @@ def test_bad_features_and_parameters_are_refused() -> None:
         SlideClassifier(5).fit([["a", "b"]] * 10, y)
     with pytest.raises(ClassifierError, match="2-D"):
         SlideClassifier(5).fit(np.ones(10), y)
+    with pytest.raises(ClassifierError, match="Complex data not supported"):
+        SlideClassifier(5).fit(np.ones((10, 3)) + 1j, y)
+    with pytest.raises(ClassifierError, match="sparse input is not supported"):
+        SlideClassifier(5).fit(scipy.sparse.csr_matrix(np.ones((10, 3))), y)
+    with pytest.raises(ClassifierError, match=r"0 feature\(s\)"):
+        SlideClassifier(5).fit(np.ones((10, 0)), y)
+    for bad in (True, 2.0, "3", np.float64(3.0)):
+        with pytest.raises(ParameterError, match="n_estimators"):
+            SlideClassifier(bad).fit(np.ones((10, 3)), y)  # type: ignore[arg-type]
+        with pytest.raises(ParameterError, match="top_k"):
+            SlideClassifier(5, top_k=bad).fit(np.ones((10, 3)), y)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_parameters_are_accepted(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1], 15)
+    X = rng.normal(size=(30, 4))
+    X[:, 1] += 3 * y
+    clf = SlideClassifier(np.int64(20), top_k=np.int64(2), random_state=np.int32(0))
+    clf.set_params(min_samples_leaf=np.int16(2), n_jobs=np.int8(1))
+    clf.fit(X, y)
+    assert len(clf.selected_features_) == 2 and clf.selected_features_[0] == "x1"
+    assert clf.forest_.n_estimators == 20 and type(clf.forest_.n_estimators) is int
+    plain = SlideClassifier(20, top_k=2, random_state=0, min_samples_leaf=2).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), plain.predict_proba(X))
+    # The saved metadata is JSON: NumPy integers are written as plain numbers.
+    back = SlideClassifier.load(clf.save(tmp_path / "np.cwsi.zip"))
+    assert back.get_params()["n_estimators"] == 20 and back.get_params()["top_k"] == 2
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    unsavable = SlideClassifier(5, top_k=1, random_state=np.random.RandomState(0)).fit(X, y)
+    with pytest.raises(ParameterError, match="random_state"):
+        unsavable.save(tmp_path / "rs.cwsi.zip")
+    assert not list(tmp_path.glob("rs.*"))
 
 
 def test_constructor_only_stores_parameters() -> None:
@@ -159,6 +198,110 @@ def test_constructor_only_stores_parameters() -> None:
     assert clf.get_params()["n_estimators"] == 7
     assert not hasattr(clf, "forest_")
     assert "top_k=2" in repr(clf)
+    # No validation in __init__ (scikit-learn's rule): bad values fail in fit.
+    assert SlideClassifier(-1, top_k=0).get_params(deep=True)["top_k"] == 0
+
+
+# --- scikit-learn compatibility -----------------------------------------------------------
+
+
+def test_clone_gives_an_unfitted_copy_with_equal_params(
+    fitted: tuple[SlideClassifier, FeatureTable, np.ndarray],
+) -> None:
+    clf, table, y = fitted
+    copy = clone(clf)
+    assert type(copy) is SlideClassifier and copy is not clf
+    assert copy.get_params() == clf.get_params()
+    assert not hasattr(copy, "forest_") and not hasattr(copy, "selected_features_")
+    assert is_classifier(copy)
+    assert copy.set_params(top_k=4, n_estimators=11) is copy
+    assert copy.get_params()["top_k"] == 4 and clf.get_params()["top_k"] == 3
+    with pytest.raises(ValueError, match="nope"):
+        copy.set_params(nope=1)
+    assert repr(copy) == "SlideClassifier(n_estimators=11, random_state=0, top_k=4)"
+    copy.fit(table, y)
+    assert len(copy.selected_features_) == 4
+    assert clf.score(table, y) == pytest.approx(np.mean(clf.predict(table) == y))
+
+
+def two_signal_array(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Label = sign of x0 + x1, with two noise columns: both signal columns are needed."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return X, y
+
+
+def test_grid_search_over_top_k_picks_the_informative_setting() -> None:
+    X, y = two_signal_array()
+    search = GridSearchCV(
+        SlideClassifier(n_estimators=20, random_state=0), {"top_k": [1, 2]}, cv=3, scoring="roc_auc"
+    )
+    search.fit(X, y)
+    assert search.best_params_ == {"top_k": 2}
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[1] > scores[0] + 0.05
+    best = search.best_estimator_
+    assert set(best.selected_features_) == {"x0", "x1"}
+    assert search.predict_proba(X).shape == (len(y), 2)
+
+
+def test_cross_val_score_and_pipeline() -> None:
+    X, y = two_signal_array(seed=1)
+    clf = SlideClassifier(n_estimators=20, top_k=2, random_state=0)
+    accuracy = cross_val_score(clf, X, y, cv=3)
+    assert accuracy.shape == (3,) and accuracy.mean() > 0.7
+    auc = cross_val_score(clf, X, y, cv=3, scoring="roc_auc")
+    assert auc.mean() > 0.8
+    assert not hasattr(clf, "forest_")
+    pipe = make_pipeline(StandardScaler(), clf).fit(X, y)
+    assert pipe.predict_proba(X).shape == (len(y), 2)
+    assert set(pipe[-1].selected_features_) == {"x0", "x1"}
+    pipe.set_params(slideclassifier__top_k=1)
+    assert pipe[-1].top_k == 1
+
+
+_SKLEARN_16 = tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 6)
+
+# scikit-learn's common checks that fail for reasons of design, not of bugs.
+_EXPECTED_FAILED_CHECKS = {
+    # Labels are 0 (normal) and 1 (tumor) only; these checks train on {1, 2} or strings.
+    "check_estimators_dtypes": "labels are 0/1 only",
+    "check_classifier_data_not_an_array": "labels are 0/1 only",
+    "check_classifiers_classes": "labels are 0/1 only",
+    "check_fit2d_1feature": "labels are 0/1 only",
+    # A ValueError (ClassifierError) is raised, but with cervixwsi's own message, not the
+    # exact wording of scikit-learn's validation helpers.
+    "check_dtype_object": "own message for labels that are not 0/1",
+    "check_classifiers_regression_target": "own message for labels that are not 0/1",
+    "check_classifier_not_supporting_multiclass": "own message for labels that are not 0/1",
+    "check_requires_y_none": "own message for missing labels",
+    "check_fit2d_1sample": "own message for a single class",
+    "check_fit2d_predict1d": "own message for a 1-D array",
+    "check_n_features_in_after_fitting": "own message for the wrong number of columns",
+    # cervixwsi.errors.NotFittedError is a ValueError and an AttributeError like
+    # scikit-learn's, but not a subclass of it (cervixwsi's errors do not import sklearn).
+    "check_estimators_unfitted": "cervixwsi's own NotFittedError",
+    # Labels must be 1-D: a column vector is refused rather than raveled with a warning.
+    "check_supervised_y_2d": "column-vector labels are refused",
+    # predict() needs only the selected features to be finite; NaN in a column the final
+    # forest does not use is ignored.
+    "check_estimators_nan_inf": "NaN in unselected columns is ignored at predict time",
+}
+
+
+if _SKLEARN_16:
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    # 11 trees: with pure leaves an odd number of votes never ties at 0.5 (which predict
+    # calls tumor, where argmax(predict_proba) would say normal).
+    @parametrize_with_checks(
+        [SlideClassifier(n_estimators=11, top_k=1, random_state=0)],
+        expected_failed_checks=lambda _: _EXPECTED_FAILED_CHECKS,
+        xfail_strict=False,  # a newer scikit-learn may reword its checks
+    )
+    def test_scikit_learn_estimator_checks(estimator: SlideClassifier, check: Any) -> None:
+        check(estimator)
 
 
 # --- persistence ------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 The study ranks the 28 heatmap features (:mod:`cervixwsi.features`) by the
 importance a random forest gives them on the training slides, keeps the top
 five, and fits the final forest on those.  :class:`SlideClassifier` does
-exactly that in the scikit-learn estimator style; :func:`cross_validate`
-repeats it inside every fold, so the selection never sees the validation
-slides.
+exactly that as a scikit-learn estimator (``clone``, ``get_params`` /
+``set_params``, ``GridSearchCV``, ``Pipeline`` and ``cross_val_score`` work
+on it); :func:`cross_validate` repeats it inside every fold, so the
+selection never sees the validation slides.
 
 A fitted classifier is saved with :meth:`SlideClassifier.save` to one file:
 a zip archive holding the forest in the skops format (loaded with an explicit
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from cervixwsi._version import __version__
 from cervixwsi.errors import ClassifierError, NotFittedError, ParameterError, ResultFileError
@@ -55,7 +58,9 @@ _FORMAT = "cervixwsi.SlideClassifier"
 _FORMAT_VERSION = 1
 _MODEL_MEMBER = "forest.skops"
 _META_MEMBER = "metadata.json"
-# The exact types a saved forest may contain; skops refuses anything else.
+# The exact types a saved forest may contain; skops refuses anything else.  Only the
+# forest is serialised with skops (the SlideClassifier around it is rebuilt from the JSON
+# metadata), so the class hierarchy of SlideClassifier never enters this list.
 _TRUSTED_TYPES = [
     "sklearn.ensemble._forest.RandomForestClassifier",
     "sklearn.tree._classes.DecisionTreeClassifier",
@@ -144,9 +149,21 @@ def _as_matrix(
         if feature_names is not None:
             raise ParameterError("give feature_names only with an array, a FeatureTable has them")
         return X.values, X.names, X.preset
+    from scipy.sparse import issparse
+
+    if issparse(X):
+        raise ClassifierError(
+            "sparse input is not supported: the features must be a dense 2-D array "
+            "(convert with .toarray())"
+        )
     try:
-        values = np.asarray(X, dtype=np.float64)
+        raw = np.asarray(X)
+        if np.iscomplexobj(raw):
+            raise ClassifierError("Complex data not supported: the features must be real numbers")
+        values = raw.astype(np.float64, copy=False)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, ClassifierError):
+            raise
         raise ClassifierError(f"features must be a numeric 2-D array: {exc}") from exc
     if values.ndim != 2:
         raise ClassifierError(
@@ -160,23 +177,44 @@ def _as_matrix(
     return values, names, None
 
 
+def _is_int(value: object) -> bool:
+    """An integer of any kind (Python or NumPy), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python number it holds; anything else unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_finite(values: FloatArray, what: str) -> None:
     if not np.isfinite(values).all():
         r, c = np.argwhere(~np.isfinite(values))[0]
-        raise ClassifierError(f"{what} has non-finite values, first at [row, col] = [{r}, {c}]")
+        raise ClassifierError(
+            f"{what} contain NaN or inf, first {values[r, c]} at [row, col] = [{r}, {c}]"
+        )
 
 
-class SlideClassifier:
+class SlideClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Random forest on the ``top_k`` most important heatmap features.
+
+    A scikit-learn estimator: the constructor only stores its parameters,
+    ``get_params`` / ``set_params``, :func:`sklearn.base.clone` and the
+    ``repr`` come from :class:`sklearn.base.BaseEstimator`, and ``score``
+    (accuracy) from :class:`sklearn.base.ClassifierMixin`, so it can be tuned
+    with ``GridSearchCV`` (e.g. over ``top_k``), evaluated with
+    ``cross_val_score`` or be the last step of a ``Pipeline``.  Parameters are
+    validated in :meth:`fit`.  Labels are binary, 0 (normal) and 1 (tumor).
 
     Parameters
     ----------
     n_estimators : int
-        Trees in each forest, 500.
+        Trees in each forest, 500 (any integer type, NumPy's included).
     top_k : int
-        Number of features kept, 5 (the study's value).  ``None`` keeps all.
+        Number of features kept, 5 (the study's value), at most the number of
+        features seen in ``fit``.  ``None`` keeps all.
     random_state : int or None
-        Seed of both forests.
+        Seed of both forests.  Only an int or ``None`` can be saved.
     max_features : {"sqrt", "log2"}, int, float or None
         Features tried per split (scikit-learn's), ``"sqrt"``.
     min_samples_leaf : int
@@ -215,16 +253,19 @@ class SlideClassifier:
     ('signal',)
     >>> clf.predict(np.array([[0.0, 1.2], [0.0, -0.3]]), feature_names=["noise", "signal"])
     array([1, 0])
+    >>> from sklearn.base import clone
+    >>> clone(clf).set_params(top_k=2)
+    SlideClassifier(n_estimators=30, random_state=0, top_k=2)
     """
 
     def __init__(
         self,
-        n_estimators: int = 500,
-        top_k: int | None = 5,
-        random_state: int | None = None,
+        n_estimators: int | np.integer[Any] = 500,
+        top_k: int | np.integer[Any] | None = 5,
+        random_state: int | np.integer[Any] | None = None,
         *,
         max_features: Literal["sqrt", "log2"] | int | float | None = "sqrt",
-        min_samples_leaf: int = 1,
+        min_samples_leaf: int | np.integer[Any] = 1,
         class_weight: Literal["balanced"] | None = None,
         n_jobs: int | None = None,
     ) -> None:
@@ -236,32 +277,27 @@ class SlideClassifier:
         self.class_weight = class_weight
         self.n_jobs = n_jobs
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor's parameters (scikit-learn's ``get_params``)."""
-        return {
-            "n_estimators": self.n_estimators,
-            "top_k": self.top_k,
-            "random_state": self.random_state,
-            "max_features": self.max_features,
-            "min_samples_leaf": self.min_samples_leaf,
-            "class_weight": self.class_weight,
-            "n_jobs": self.n_jobs,
-        }
+    def __sklearn_tags__(self) -> Any:
+        # Called by scikit-learn >= 1.6 only; older versions never look at it.
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # labels are 0 (normal) / 1 (tumor)
+        return tags
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"SlideClassifier({params})"
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "forest_")
 
     def _forest(self) -> Any:
         from sklearn.ensemble import RandomForestClassifier
 
+        # NumPy scalars (np.int64(500)) become Python numbers: the forest, and the file
+        # it is saved to, hold the same plain parameters whatever integer type was given.
         return RandomForestClassifier(
-            n_estimators=self.n_estimators,
-            max_features=self.max_features,
-            min_samples_leaf=self.min_samples_leaf,
+            n_estimators=int(self.n_estimators),
+            max_features=_plain(self.max_features),
+            min_samples_leaf=_plain(self.min_samples_leaf),
             class_weight=self.class_weight,
-            random_state=self.random_state,
-            n_jobs=self.n_jobs,
+            random_state=_plain(self.random_state),
+            n_jobs=_plain(self.n_jobs),
         )
 
     def fit(
@@ -292,10 +328,15 @@ class SlideClassifier:
         ClassifierError
             On one class only, non-finite features, or labels other than 0/1.
         """
-        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
+        if not _is_int(self.n_estimators) or self.n_estimators < 1:
             raise ParameterError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
         values, names, preset = _as_matrix(X, feature_names)
         n_slides, n_features = values.shape
+        if n_features == 0:
+            raise ClassifierError(
+                f"the training features have 0 feature(s) (shape={values.shape}) while a "
+                "minimum of 1 is required."
+            )
         if names is None:
             names = tuple(f"x{i}" for i in range(n_features))
         labels = _as_labels(y, n_slides)
@@ -307,8 +348,9 @@ class SlideClassifier:
                 f"{counts[1]} tumor"
             )
         k = n_features if self.top_k is None else self.top_k
-        if not isinstance(k, int) or not 1 <= k <= n_features:
+        if not _is_int(k) or not 1 <= k <= n_features:
             raise ParameterError(f"top_k must be an int in [1, {n_features}], got {self.top_k!r}")
+        k = int(k)
 
         ranking_forest = self._forest().fit(values, labels)
         importances = np.asarray(ranking_forest.feature_importances_, dtype=np.float64)
@@ -419,7 +461,7 @@ class SlideClassifier:
             "cervixwsi_version": __version__,
             "sklearn_version": sklearn.__version__,
             "skops_version": skops.__version__,
-            "params": self.get_params(),
+            "params": self._saved_params(),
             "feature_names_in": list(self.feature_names_in_),
             "feature_importances": [float(v) for v in self.feature_importances_],
             "selected_features": list(self.selected_features_),
@@ -433,6 +475,16 @@ class SlideClassifier:
             zf.writestr(_MODEL_MEMBER, skops.io.dumps(self.forest_))
         tmp.replace(path)
         return path
+
+    def _saved_params(self) -> dict[str, Any]:
+        params = {name: _plain(value) for name, value in self.get_params(deep=False).items()}
+        for name, value in params.items():
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ParameterError(
+                    f"cannot save a classifier with {name}={value!r}: only None, numbers and "
+                    "strings can be saved"
+                )
+        return params
 
     @classmethod
     def load(cls, path: str | Path) -> SlideClassifier:
@@ -589,7 +641,7 @@ def cross_validate(
     for k, (train, test) in enumerate(splits):
         if len(np.unique(labels[test])) < 2:
             raise ClassifierError(f"validation fold {k} has slides of one class only")
-        clf = SlideClassifier(**template.get_params())
+        clf: SlideClassifier = clone(template)
         try:
             clf.fit(table.rows(train), labels[train])
         except ClassifierError as exc:

@@ -248,9 +248,11 @@ class PatchClassifier:
 
     Parameters
     ----------
-    arch : {"small_cnn", "inception_v3", "inception_resnet_v2", "resnet50"}, default "small_cnn"
-        The network (see :func:`build_model`). The study trained the three
-        ImageNet architectures; ``"small_cnn"`` is for CPU work.
+    arch : {"inception_v3", "inception_resnet_v2", "resnet50", "small_cnn"}
+        The network (see :func:`build_model`); required, as the study has no
+        single default: it trained the three ImageNet architectures and
+        averaged them (:class:`EnsembleClassifier`). ``"small_cnn"`` is for
+        CPU work.
     input_size : int, default 224
         Model input side: training uses random crops of this size, prediction
         the centre crop (the study's value: 224 out of 256-pixel patches).
@@ -325,7 +327,7 @@ class PatchClassifier:
     ((3,), 'float32', True)
     """
 
-    arch: str = "small_cnn"
+    arch: str
     input_size: int = 224
     batch_size: int = 32
     learning_rate: float = 0.01
@@ -411,10 +413,14 @@ class PatchClassifier:
                 f"checkpoint {last} is unreadable ({exc}); delete it or pass resume=False"
             ) from exc
         mine = self._params_json()
-        for key in ("arch", "input_size"):
-            if params.get(key) != mine[key]:
+        # The network and the training recipe must match; the number of epochs may grow,
+        # and neither the progress bar, the inference engine nor the initial weights
+        # (already trained away) matter to the run.
+        free = {"epochs", "progress", "engine", "weights"}
+        for key in [k for k in mine if k not in free]:
+            if key in params and params[key] != mine[key]:
                 raise ModelError(
-                    f"checkpoint in {directory} was made with {key}={params.get(key)!r}, "
+                    f"checkpoint in {directory} was made with {key}={params[key]!r}, "
                     f"this classifier has {key}={mine[key]!r}; use another checkpoint_dir "
                     "or resume=False"
                 )
