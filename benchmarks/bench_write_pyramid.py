@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/bench_write_pyramid.py            # 20000² and 40000², peer 20000²
     python benchmarks/bench_write_pyramid.py --quick    # 5000² and 10000², peer 5000²
+    python benchmarks/bench_write_pyramid.py --sizes 20000 100000   # a 100000² slide
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def _tiles() -> list[npt.NDArray[np.uint8]]:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB): ``VmHWM`` where Linux has it, since
+    ``getrusage``'s ``ru_maxrss`` survives ``exec`` and would start at the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -120,6 +129,14 @@ def _run(kind: str, size: int, out: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5000² and 10000² instead")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="the two streamed sizes (e.g. 20000 100000; the peer runs at SMALL; the "
+        "writer spools about a third of the uncompressed level 0 to disk beside the file)",
+    )
     parser.add_argument("--child", choices=["stream", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="directory for the temporary files")
@@ -127,7 +144,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(_child(args.child, args.size, args.out)))
         return
-    small, large = (5000, 10000) if args.quick else (20000, 40000)
+    small, large = args.sizes or ((5000, 10000) if args.quick else (20000, 40000))
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         out = Path(tmp)
         rows = [
