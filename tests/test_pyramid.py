@@ -8,6 +8,7 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,8 +22,19 @@ from cervixwsi import _pyramid
 from cervixwsi._pyramid import halve, write_pyramid
 from cervixwsi.errors import CervixWSIError, ParameterError
 
-openslide = pytest.importorskip("openslide")
-tiffslide = pytest.importorskip("tiffslide")
+
+class _OptionalModule:
+    """A module imported when a test first uses it; that test (only) skips without it."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(pytest.importorskip(self._name), attr)
+
+
+openslide = _OptionalModule("openslide")  # peers that must open what we write
+tiffslide = _OptionalModule("tiffslide")
 
 
 def _image(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
