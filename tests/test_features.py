@@ -149,12 +149,13 @@ def test_rectangle_has_extent_one_and_the_ellipse_of_a_rectangle() -> None:
         assert f[f"tumor_tissue_ratio@{t}"] == pytest.approx(w * h / p.size)
         assert f[f"mean_region_probability@{t}"] == pytest.approx(0.95, abs=1e-6)
         assert f[f"region_probability_mass_ratio@{t}"] == pytest.approx(0.95 * w * h / p.size)
-    # Second moments of a w x h block of pixel centres: var = (w² - 1) / 12.
-    var_w, var_h = (w**2 - 1) / 12, (h**2 - 1) / 12
+    # The region is a w x h rectangle of pixel squares: a continuous uniform
+    # distribution with var = w² / 12 along x and h² / 12 along y.
+    var_w, var_h = w**2 / 12, h**2 / 12
     assert f["largest_region_major_axis_um@0.9"] == pytest.approx(4 * math.sqrt(var_w) * PX)
     assert f["largest_region_eccentricity@0.9"] == pytest.approx(math.sqrt(1 - var_h / var_w))
-    # skimage's perimeter runs through the centres of the border pixels.
-    assert f["largest_region_perimeter_um@0.9"] == pytest.approx(2 * ((w - 1) + (h - 1)) * PX)
+    # The perimeter is the boundary of the pixel squares.
+    assert f["largest_region_perimeter_um@0.9"] == pytest.approx(2 * (w + h) * PX)
     assert f["max_probability"] == pytest.approx(0.95)
     assert f["mean_probability"] == pytest.approx((0.95 * w * h + 0.1 * (p.size - w * h)) / p.size)
 
@@ -164,9 +165,9 @@ def test_disk_is_solid_and_round() -> None:
     p = np.where((yy - 20) ** 2 + (xx - 20) ** 2 <= 15**2, 0.99, 0.0)
     f = features(p)
     assert f["n_regions@0.9"] == 1
-    # skimage's convex hull runs around the pixels' outer corners: a digital disk of
+    # The convex hull runs around the pixels' outer corners: a digital disk of
     # radius 15 fills ~(15 / 15.5)² of it, an L of two 10 x 2 bars far less.
-    assert f["largest_region_solidity@0.9"] > 0.95
+    assert f["largest_region_solidity@0.9"] == pytest.approx((15 / 15.5) ** 2, rel=0.01)
     ell = np.zeros((12, 12))
     ell[1:11, 1:3] = ell[9:11, 1:11] = 0.99
     assert features(ell)["largest_region_solidity@0.9"] < 0.6
@@ -221,8 +222,37 @@ def test_without_mpp_units_are_level0_pixels() -> None:
     p[1:4, 1:3] = 1.0
     fv = EXTRACTOR.extract(heatmap(p, stride=100.0, mpp=None))
     assert fv["total_tumor_area_l0px2@0.9"] == pytest.approx(6 * 100.0**2)
-    assert fv["largest_region_perimeter_l0px@0.9"] == pytest.approx(2 * (2 + 1) * 100.0)
+    assert fv["largest_region_perimeter_l0px@0.9"] == pytest.approx(2 * (3 + 2) * 100.0)
     assert fv.units[fv.names.index("total_tumor_area_l0px2@0.9")] == "level-0 px²"
+
+
+def reference_shape(mask: np.ndarray) -> dict[str, float]:
+    """Shape measures of the union of a region's pixel squares, computed another way.
+
+    Perimeter: 4 edges per pixel minus 2 per pair of 4-adjacent pixels.  Moment
+    ellipse: scikit-image's eigenvalues of the pixel-centre covariance plus the
+    1/12 px² of a uniform unit square.  Hull: scipy's hull of all the corners of
+    all the pixels.
+    """
+    from scipy.spatial import ConvexHull
+
+    n = int(mask.sum())
+    pairs = int((mask[1:] & mask[:-1]).sum() + (mask[:, 1:] & mask[:, :-1]).sum())
+    (region,) = regionprops(mask.astype(np.uint8))
+    l1, l2 = (float(v) + 1 / 12 for v in region.inertia_tensor_eigvals)
+    rows, cols = np.nonzero(mask)
+    corners = np.concatenate(
+        [np.column_stack([rows + i, cols + j]) for i in (0, 1) for j in (0, 1)]
+    )
+    hull = ConvexHull(corners).volume
+    return {
+        "perimeter": 4.0 * n - 2.0 * pairs,
+        "axis_major_length": 4 * math.sqrt(l1),
+        "axis_minor_length": 4 * math.sqrt(l2),
+        "eccentricity": math.sqrt(max(0.0, 1 - l2 / l1)),
+        "area_convex": hull,
+        "solidity": n / hull,
+    }
 
 
 def test_camelyon16_summaries_match_scipy_on_the_regions() -> None:
@@ -230,12 +260,22 @@ def test_camelyon16_summaries_match_scipy_on_the_regions() -> None:
     smooth = ndimage.gaussian_filter(rng.random((60, 60)), 1.5)
     p = ((smooth - smooth.min()) / np.ptp(smooth)) ** 0.3
     fv = HeatmapFeatureExtractor("camelyon16").extract(heatmap(p))
-    props = regionprops(label(p.astype(np.float32) >= 0.9, connectivity=2))
+    labels = label(p.astype(np.float32) >= 0.9, connectivity=2)
+    props = regionprops(labels)
     assert len(props) > 5
-    for prop, scale in (("area", PX**2), ("perimeter", PX), ("eccentricity", 1.0)):
-        v = np.array([getattr(r, prop) for r in props], float) * scale
-        u = {"area": "_um2", "perimeter": "_um", "eccentricity": ""}[prop]
-        u2 = {"area": "_um4", "perimeter": "_um2", "eccentricity": ""}[prop]
+    shapes = [reference_shape(labels == r.label) for r in props]
+    for prop, scale in (
+        ("area", PX**2),
+        ("perimeter", PX),
+        ("eccentricity", 1.0),
+        ("solidity", 1.0),
+    ):
+        if prop == "area":
+            v = np.array([r.area for r in props], float) * scale
+        else:
+            v = np.array([s[prop] for s in shapes]) * scale
+        u = {"area": "_um2", "perimeter": "_um"}.get(prop, "")
+        u2 = {"area": "_um4", "perimeter": "_um2"}.get(prop, "")
         assert fv[f"max_region_{prop}{u}@0.9"] == pytest.approx(v.max())
         assert fv[f"mean_region_{prop}{u}@0.9"] == pytest.approx(v.mean())
         assert fv[f"var_region_{prop}{u2}@0.9"] == pytest.approx(v.var())
@@ -276,6 +316,41 @@ def test_tissue_mask_argument_restricts_the_statistics() -> None:
     tissue[2:, 2:] = True
     fv = EXTRACTOR.extract(heatmap(p), tissue)
     assert fv["max_probability"] == 0.0 and fv["n_regions@0.5"] == 0
+
+
+def test_an_explicit_tissue_mask_wins_over_the_heatmaps_own() -> None:
+    p = np.full((6, 8), 0.1)
+    p[1:3, 1:3] = 0.95
+    own = np.ones((6, 8), bool)
+    explicit = np.zeros((6, 8), bool)
+    explicit[3:, 4:] = True  # no tumor in this part
+    hm = FakeHeatmap(p, own, "s")
+    assert EXTRACTOR.extract(hm)["n_regions@0.9"] == 1
+    fv = EXTRACTOR.extract(hm, explicit)
+    assert fv["n_regions@0.9"] == 0 and fv["max_probability"] == pytest.approx(0.1)
+    table = EXTRACTOR.extract_many([hm, hm], tissue_masks=[explicit, None], progress=False)
+    assert table["n_regions@0.9"].tolist() == [0.0, 1.0]
+
+
+def test_numpy_scalars_are_accepted_as_numbers() -> None:
+    p = np.zeros((6, 6))
+    p[1:3, 1:3] = 0.95
+    plain = HeatmapFeatureExtractor(thresholds=(0.5, 0.75)).extract(heatmap(p))
+    for kind in (np.float32, np.float64, np.float16):
+        ex = HeatmapFeatureExtractor(thresholds=(kind(0.5), kind(0.75)))
+        fv = ex.extract(heatmap(p))
+        assert fv.names == plain.names
+        np.testing.assert_array_equal(fv.values, plain.values)
+    assert HeatmapFeatureExtractor(thresholds=(np.int64(1),)).feature_names()[-1].endswith("@1")
+    f = Feature("x", lambda ctx: 1.0, threshold=np.float32(0.5), length_power=np.int64(2))
+    assert f.name("um") == "x_um2@0.5" and type(f.threshold) is float
+    assert type(f.length_power) is int
+    for bad in (True, np.bool_(True), "0.5", float("nan"), np.float32(1.5)):
+        with pytest.raises(ParameterError, match=r"\(0, 1\]"):
+            HeatmapFeatureExtractor(thresholds=(bad,)).feature_names()
+    for bad_power in (True, 1.0, np.float32(2), -1):
+        with pytest.raises(ParameterError, match="length_power"):
+            Feature("x", lambda ctx: 1.0, length_power=bad_power)
 
 
 def test_nan_inside_tissue_is_an_error_naming_the_pixel() -> None:
@@ -373,7 +448,65 @@ def test_regions_tie_break_does_not_depend_on_position() -> None:
     for q in (p, p[::-1, ::-1]):
         r = Regions(q, tissue, 0.5)
         assert r.count == 2
-        assert r.largest_property("axis_major_length") == pytest.approx(4 * math.sqrt(1.25))
+        # The line of 4 pixel squares: var = 4² / 12 along it.
+        assert r.largest_property("axis_major_length") == pytest.approx(4 * math.sqrt(16 / 12))
+
+
+SHAPES = {
+    # name: (pixels, perimeter, var_major, var_minor, hull area); variances of the
+    # union of the pixel squares (pixel centres + 1/12), hull of the squares' corners.
+    "pixel": (np.ones((1, 1)), 4, 1 / 12, 1 / 12, 1),
+    "row of 5": (np.ones((1, 5)), 12, 25 / 12, 1 / 12, 5),
+    "3 x 7 rectangle": (np.ones((3, 7)), 20, 49 / 12, 9 / 12, 21),
+    # Centres (0, 0), (1, 1), (2, 2): var 2/3 + 1/12 on each axis, covariance 2/3.
+    "diagonal of 3": (np.eye(3), 12, 3 / 4 + 2 / 3, 3 / 4 - 2 / 3, 9 - 2 * 2),
+    # The 10 x 10 box less the triangle cut off above the L's diagonal: 100 - 8 * 8 / 2.
+    # A 10 x 2 bar and the 8 x 2 rest of a 2 x 10 bar (areas 20 and 16): var 707/81
+    # on each axis, covariance 400/81 (by hand, from the two rectangles' moments).
+    # Hull: the 10 x 10 box less the triangle above the L's diagonal, 100 - 8 * 8 / 2.
+    "L": (
+        np.pad(np.ones((10, 2)), ((0, 0), (0, 8))) + np.pad(np.ones((2, 10)), ((8, 0), (0, 0))),
+        40,
+        (707 + 400) / 81,
+        (707 - 400) / 81,
+        68,
+    ),
+    # 5 x 5 less its centre: var (25·25/12 - 1/12) / 24 = 26/12 on each axis; the
+    # hole's 4 edges count in the perimeter, not in the hull.
+    "ring": (np.pad(np.zeros((1, 1)), 2, constant_values=1), 24, 26 / 12, 26 / 12, 25),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_shape_measures_of_known_regions(shape: str) -> None:
+    mask, perimeter, var1, var2, hull = SHAPES[shape]
+    mask = mask > 0
+    p = np.pad(mask.astype(float), 2)
+    r = Regions(p, np.ones_like(p, bool), 0.5)
+    assert r.count == 1
+    n = int(mask.sum())
+    expected = {
+        "perimeter": perimeter,
+        "axis_major_length": 4 * math.sqrt(var1),
+        "axis_minor_length": 4 * math.sqrt(var2),
+        "eccentricity": math.sqrt(1 - var2 / var1),
+        "area_convex": hull,
+        "solidity": n / hull,
+        "extent": n / mask.size,
+    }
+    for name, value in expected.items():
+        # The largest region's measures (from its crop) and the vectorised columns.
+        assert r.largest_property(name) == pytest.approx(value, rel=1e-12, abs=1e-12), name
+        assert r.column(name)[0] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+        assert math.isfinite(r.largest_property(name))
+
+
+def test_l_shape_has_the_solidity_of_its_known_hull() -> None:
+    ell = np.zeros((12, 12))
+    ell[1:11, 1:3] = ell[9:11, 1:11] = 0.99
+    f = features(ell)
+    assert f["largest_region_solidity@0.9"] == 36 / 68
+    assert f["largest_region_perimeter_um@0.9"] == 40 * PX
 
 
 # --- properties -----------------------------------------------------------------------------------
@@ -383,34 +516,75 @@ maps = arrays(
     st.tuples(st.integers(1, 12), st.integers(1, 12)),
     elements=st.sampled_from([0.0, 0.3, 0.55, 0.7, 0.92, 1.0]),
 )
-STRIDE_EXACT = (
-    "n_regions",
-    "tumor_tissue_ratio",
-    "total_tumor_area",
-    "largest_region_area",
-    "mean_region_area",
-    "largest_region_extent",
-    "mean_region_probability",
-    "region_probability_mass_ratio",
-    "max_probability",
-    "mean_probability",
-    "std_probability",
-)
+# Every feature in physical units, except the 99th percentile (np.percentile
+# interpolates between ranks, which replication moves) and the camelyon16 preset's
+# n_pixels (a count of heatmap pixels, stride-dependent by definition).
+STRIDE_DEPENDENT = ("p99_probability", "n_pixels@")
+SHAPE_MEASURES = ("perimeter", "major_axis", "eccentricity", "solidity")
+
+
+def upsampled(p: np.ndarray, k: int) -> Raster:
+    """The same physical heatmap at stride 256 / k: each pixel split into k x k."""
+    return heatmap(np.kron(p, np.ones((k, k))), stride=STRIDE / k)
+
+
+@given(p=maps, k=st.sampled_from([2, 3]))
+def test_physical_features_do_not_depend_on_the_stride(p: np.ndarray, k: int) -> None:
+    for ex in (EXTRACTOR, HeatmapFeatureExtractor("camelyon16")):
+        coarse = ex.extract(heatmap(p))
+        fine = ex.extract(upsampled(p, k))
+        assert coarse.names == fine.names
+        compared = 0
+        for name, a, b in zip(coarse.names, coarse.values, fine.values, strict=True):
+            if not name.startswith(STRIDE_DEPENDENT):
+                assert b == pytest.approx(a, rel=1e-9, abs=1e-9), name
+                compared += name.startswith(("largest_region_", "max_region_")) and any(
+                    m in name for m in SHAPE_MEASURES
+                )
+        assert compared == (8 if ex is EXTRACTOR else 4)
+
+
+def test_the_issues_rectangle_keeps_its_perimeter_at_half_the_stride() -> None:
+    # The issue's example: split into 2 x 2, this rectangle's perimeter was 2816 -> 3072 µm.
+    p = np.zeros((12, 16))
+    p[3:7, 2:11] = 0.95
+    coarse, fine = EXTRACTOR.extract(heatmap(p)), EXTRACTOR.extract(upsampled(p, 2))
+    name = "largest_region_perimeter_um@0.9"
+    assert coarse[name] == fine[name] == 2 * (9 + 4) * PX
 
 
 @given(p=maps)
-def test_physical_features_do_not_depend_on_the_stride(p: np.ndarray) -> None:
-    coarse = EXTRACTOR.extract(heatmap(p, stride=256))
-    fine = EXTRACTOR.extract(heatmap(np.kron(p, np.ones((2, 2))), stride=128))
-    assert coarse.names == fine.names
-    for name, a, b in zip(coarse.names, coarse.values, fine.values, strict=True):
-        if name.startswith(STRIDE_EXACT):
-            assert b == pytest.approx(a, rel=1e-9, abs=1e-12), name
-    # Upsampling by 2 adds 1/4 px² to the pixel-centre covariance of every region, so
-    # the major axis 4·sqrt(λ) grows by at most 4·sqrt(1/16) = one coarse pixel.
-    for t in ("0.5", "0.9"):
-        name = f"largest_region_major_axis_um@{t}"
-        assert 0 <= fine[name] - coarse[name] <= PX + 1e-9
+def test_shape_measures_match_an_independent_computation(p: np.ndarray) -> None:
+    r = Regions(p, np.ones(p.shape, bool), 0.5)
+    references = [reference_shape(r.labels == i + 1) for i in range(r.count)]
+    for name in ("perimeter", "axis_major_length", "eccentricity", "area_convex", "solidity"):
+        expected = [ref[name] for ref in references]
+        np.testing.assert_allclose(r.column(name), expected, rtol=1e-9, atol=1e-9, err_msg=name)
+        if r.count:
+            assert r.largest_property(name) == pytest.approx(
+                expected[r.largest], rel=1e-9, abs=1e-9
+            )
+
+
+def test_huge_regions_take_the_slow_exact_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    p = ndimage.gaussian_filter(rng.random((40, 50)), 1.0)
+    p = (p - p.min()) / np.ptp(p)
+    fast = Regions(p, np.ones(p.shape, bool), 0.5)
+    monkeypatch.setattr("cervixwsi.features._EXACT_FLOAT_INT", 1)  # as if sums could round
+    slow = Regions(p, np.ones(p.shape, bool), 0.5)
+    assert fast.count > 3
+    for name in ("axis_major_length", "axis_minor_length", "eccentricity"):
+        np.testing.assert_array_equal(slow.column(name), fast.column(name))
+
+
+def test_shape_columns_of_a_map_without_regions_are_empty() -> None:
+    r = Regions(np.zeros((4, 5)), np.ones((4, 5), bool), 0.5)
+    for name in ("perimeter", "axis_major_length", "eccentricity", "solidity", "extent"):
+        assert r.column(name).shape == (0,)
+        assert r.largest_property(name) == 0.0
+    fv = HeatmapFeatureExtractor("camelyon16").extract(heatmap(np.zeros((4, 5))))
+    assert (fv.values == 0).all()
 
 
 @given(p=maps, k=st.integers(0, 3), flip=st.booleans())
