@@ -110,7 +110,14 @@ def test_grid_tiles_without_overlap_when_stride_equals_size(
     else:
         # Whole patches counted in the level's own pixels (no float round-off).
         level_w, level_h = slide.level_dimensions[level]
-        assert len(coords) == (level_h // size) * (level_w // size)
+        whole = (level_h // size) * (level_w // size)
+        if width / level_w == height / level_h:
+            assert len(coords) == whole
+        else:
+            # A level of another shape (33 // 2 = 16 columns over 33): its downsample is
+            # OpenSlide's mean of the two axes', and a last patch that fits in the level's
+            # pixels may reach past the slide's edge at level 0, so it is left out.
+            assert (level_h // size - 1) * (level_w // size - 1) <= len(coords) <= whole
         assert (coords.x >= 0).all() and (coords.x + extent <= width).all()
         assert (coords.y >= 0).all() and (coords.y + extent <= height).all()
     if len(coords) and level_factor == 1:
@@ -478,6 +485,8 @@ def test_interrupted_build_resumes_without_loss_or_duplication(
     assert not partial.is_complete
     with pytest.raises(PatchStoreError, match="has not been extracted"):
         partial.read(np.arange(len(partial)))
+    with pytest.raises(PatchStoreError, match="have not been extracted"):
+        partial.as_tf_dataset()  # refused before TensorFlow is imported
     # Chunks marked done are readable and right already.
     done_idx = np.flatnonzero(partial.extracted)
     assert len(done_idx) % 4 == 0 and len(done_idx) < len(partial)
@@ -516,6 +525,56 @@ def test_building_with_other_parameters_is_refused(tmp_path: Path) -> None:
         build(path, slides[::-1], tumors[::-1])
 
 
+def test_building_with_other_masks_or_masker_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    slides, tumors = two_slides()
+    build(path, slides, tumors)
+    # The same masks as other objects (a 0/1 uint8 raster for the boolean one): resumes.
+    same = [Raster(tumors[0].array.astype(np.uint8), 16.0, (768, 640), mpp=0.5), None]
+    build(path, slides, same)
+    assert sum(s.reads for s in slides) == 45  # only the first build read patches
+    moved = square_masks((768, 640), 16.0, (11, 26, 10, 30))[1]
+    with pytest.raises(StoreMismatchError, match=r"other tumor_masks \(of slide 'tumor-a'\)"):
+        build(path, slides, [moved, None])
+    # Same pixels at another resolution in µm (which normal_margin_um depends on).
+    other_mpp = TissueMask(tumors[0].array, 16.0, (768, 640), mpp=0.25)
+    with pytest.raises(StoreMismatchError, match="tumor_masks"):
+        build(path, slides, [other_mpp, None])
+    with pytest.raises(StoreMismatchError, match="tumor_masks"):
+        build(path, slides, [None, None])
+    tissue = tissue_of(slides)
+    tissue[1] = TissueMask(np.ones(tissue[1].shape, bool), 16.0, (768, 640), mpp=0.5)
+    with pytest.raises(StoreMismatchError, match=r"other tissue_masks \(of slide 'normal-b'\)"):
+        PatchStore.build(
+            path, slides, SAMPLER, tumor_masks=tumors, tissue_masks=tissue, seed=11, progress=False
+        )
+    # Tissue masks from a masker instead of the given ones.
+    with pytest.raises(StoreMismatchError, match=r"tissue_masks, masker"):
+        PatchStore.build(path, slides, SAMPLER, tumor_masks=tumors, seed=11, progress=False)
+
+
+def test_building_with_another_masker_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    slides, tumors = two_slides()
+    masker = TissueMasker(min_tissue_area_um2=1000.0)
+
+    def again(masker: TissueMasker | None) -> PatchStore:
+        return PatchStore.build(
+            path, slides, SAMPLER, tumor_masks=tumors, masker=masker, seed=11, progress=False
+        )
+
+    store = again(masker)
+    assert store.masker == masker
+    reads = sum(s.reads for s in slides)
+    assert again(TissueMasker(min_tissue_area_um2=1000.0)).is_complete  # equal: resumes
+    assert sum(s.reads for s in slides) == reads
+    other = TissueMasker(min_tissue_area_um2=5000.0, channels=("saturation", "value"))
+    with pytest.raises(StoreMismatchError, match=r"masker \(channels, min_tissue_area_um2\)"):
+        again(other)
+    with pytest.raises(StoreMismatchError, match=r"masker \(min_tissue_area_um2\)"):
+        again(None)  # the default TissueMasker()
+
+
 def test_iter_batches(tmp_path: Path) -> None:
     store = build(tmp_path / "s.zarr", *two_slides())
     batches = list(store.iter_batches(16))
@@ -536,6 +595,69 @@ def test_iter_batches(tmp_path: Path) -> None:
     np.testing.assert_array_equal(subset[0][0], store.read([3, 1, 40])[:3][:4])
     with pytest.raises(ParameterError):
         next(store.iter_batches(0))
+
+
+def test_as_tf_dataset_parameters_are_checked_before_tensorflow(tmp_path: Path) -> None:
+    store = build(tmp_path / "s.zarr", *two_slides())
+    for bad in ({"batch_size": 0}, {"epochs": 0}, {"seed": -1}, {"seed": 1.5}):
+        with pytest.raises(ParameterError, match="as_tf_dataset"):
+            store.as_tf_dataset(**bad)
+    with pytest.raises(PatchStoreError, match="index out of range"):
+        store.as_tf_dataset(indices=[0, 45])
+
+
+def test_importing_tiling_does_not_import_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, cervixwsi.tiling; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _indices_of(patches: np.ndarray, reference: np.ndarray) -> list[int]:
+    """Which reference patch each patch is (the textured patches are all different)."""
+    lookup = {p.tobytes(): i for i, p in enumerate(reference)}
+    assert len(lookup) == len(reference)
+    return [lookup[p.tobytes()] for p in patches]
+
+
+@pytest.mark.tf
+def test_as_tf_dataset_reads_every_patch_once_per_pass(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    store = build(tmp_path / "s.zarr", *two_slides())
+    everything = store.read(np.arange(45))
+    ds = store.as_tf_dataset(16)
+    assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype.is_integer
+    batches = [(p.numpy(), y.numpy()) for p, y in ds]
+    assert [len(p) for p, _ in batches] == [16, 16, 13]
+    assert batches[0][0].shape == (16, 32, 32, 3) and batches[0][0].dtype == np.uint8
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in batches]), everything)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), store.labels)
+
+    def passes(**kw: Any) -> list[list[int]]:
+        """The patch indices of each pass, in the order the dataset yields them."""
+        seen: list[int] = []
+        for patches, labels in store.as_tf_dataset(10, shuffle=True, **kw):
+            order = _indices_of(patches.numpy(), everything)
+            np.testing.assert_array_equal(labels.numpy(), store.labels[order])
+            seen += order
+        return [seen[k : k + 45] for k in range(0, len(seen), 45)]
+
+    shuffled = passes(seed=3, epochs=2)
+    assert len(shuffled) == 2
+    for order in shuffled:
+        assert sorted(order) == list(range(45))  # every patch exactly once per pass
+    assert shuffled[0] != shuffled[1]  # each pass in its own order
+    assert shuffled[0] != list(range(45))
+    assert passes(seed=3, epochs=2) == shuffled  # reproducible from the seed
+    assert passes(seed=4)[0] != shuffled[0]
+    assert passes()[0] != passes()[0]  # without a seed, a fresh order each time
+    # Only some patches, in their order; patches alone.
+    subset = [p.numpy() for p in store.as_tf_dataset(2, indices=[3, 1, -5], labels=False)]
+    assert [len(p) for p in subset] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate(subset), store.read([3, 1, 40]))
+    assert sorted(passes(seed=0, indices=np.arange(0, 45, 2))[0]) == list(range(0, 45, 2))
 
 
 def test_store_from_a_pyramid_file_matches_openslide(tmp_path: Path) -> None:

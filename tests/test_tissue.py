@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -55,14 +56,44 @@ TISSUE_CROPS = [
     ("tissue-level0-7352-11762-7864-12274.png", 0.25),
     ("tissue-level2-1784-6289-5880-10386.png", 2.0),  # 4096 level-0 px over 512 px
     ("high-nuclei-score-level0.png", 0.25),
+    ("low-nuclei-score-level0.png", 0.25),  # fat: cell membranes round empty cells
     ("tcga-lung-rgb.png", 0.25),
 ]
+# The value channel, alone or with saturation (the tutorial's advice for pale tissue).
+VALUE_SETTINGS: dict[str, dict[str, Any]] = {
+    "value": {"channels": ("value",)},
+    "saturation-or-value": {"channels": ("saturation", "value"), "combine": "or"},
+    "saturation-and-value": {"channels": ("saturation", "value"), "combine": "and"},
+}
 
 
 @pytest.mark.parametrize("name", GLASS_CROPS)
 def test_glass_crops_have_under_one_percent_tissue(shared_tiles: Path, name: str) -> None:
     slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
     assert CROP_MASKER.mask(slide).tissue_fraction < 0.01
+
+
+@pytest.mark.parametrize("setting", sorted(VALUE_SETTINGS))
+@pytest.mark.parametrize("name", [*GLASS_CROPS, "almost-white-2.png"])
+def test_glass_crops_stay_glass_with_the_value_channel(
+    shared_tiles: Path, name: str, setting: str
+) -> None:
+    slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
+    masker = dataclasses.replace(CROP_MASKER, **VALUE_SETTINGS[setting])
+    assert masker.mask(slide).tissue_fraction < 0.01
+
+
+@pytest.mark.parametrize("name", ["almost-white-1.png", "no-tissue2.png"])
+def test_value_bounds_and_glass_rule_each_keep_glass_out(shared_tiles: Path, name: str) -> None:
+    slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
+    value = dataclasses.replace(CROP_MASKER, channels=("value",))
+    # Neither safeguard: Otsu splits the glass's noise (values 233-250) into "tissue".
+    bare = dataclasses.replace(value, value_otsu_bounds=(0, 255), exclude_glass=False)
+    assert bare.mask(slide).tissue_fraction > 0.25
+    # Either one alone is enough.
+    assert dataclasses.replace(value, exclude_glass=False).mask(slide).tissue_fraction < 0.01
+    only_glass_rule = dataclasses.replace(value, value_otsu_bounds=(0, 255))
+    assert only_glass_rule.mask(slide).tissue_fraction < 0.01
 
 
 def test_almost_white_crop_is_glass_but_for_a_scrap_in_its_corner(shared_tiles: Path) -> None:
@@ -81,6 +112,22 @@ def test_almost_white_crop_is_glass_but_for_a_scrap_in_its_corner(shared_tiles: 
 def test_tissue_crops_have_over_half_tissue(shared_tiles: Path, name: str, mpp: float) -> None:
     slide = ArraySlide(load_tile(shared_tiles, name), mpp=mpp, name=name)
     assert CROP_MASKER.mask(slide).tissue_fraction > 0.5
+
+
+@pytest.mark.parametrize(("name", "mpp"), TISSUE_CROPS)
+def test_tissue_crops_stay_tissue_with_the_value_channel(
+    shared_tiles: Path, name: str, mpp: float
+) -> None:
+    slide = ArraySlide(load_tile(shared_tiles, name), mpp=mpp, name=name)
+    by_saturation = CROP_MASKER.mask(slide).tissue_fraction
+    got = {
+        setting: dataclasses.replace(CROP_MASKER, **kw).mask(slide).tissue_fraction
+        for setting, kw in VALUE_SETTINGS.items()
+    }
+    # 71-100 % measured (the value channel alone misses fat's empty cells, which only
+    # the closing restores); adding the value channel with "or" never loses tissue.
+    assert min(got.values()) > 0.65
+    assert got["saturation-or-value"] >= by_saturation - 0.005
 
 
 @pytest.mark.parametrize(
@@ -129,6 +176,33 @@ def test_thumbnail_with_pen_rings_keeps_the_tissue_inside(shared_tiles: Path) ->
     assert mask.fraction(Box(150, 200, 150, 100)) > 0.6
     assert mask.fraction(Box(0, 0, 200, 30)) < 0.01
     assert mask.fraction(Box(0, 490, 468, 35)) < 0.01
+
+
+def test_thumbnail_with_blue_pen_strokes_keeps_the_tissue_and_drops_the_ink(
+    shared_tiles: Path,
+) -> None:
+    rgb = load_tile(shared_tiles, "wsi-blue-pen.png")
+    # A whole-slide thumbnail (174 x 133 px): a section on the left, blue marker strokes
+    # at the right edge; masked at its own resolution, taken as 40 µm/px.
+    slide = ArraySlide(rgb, mpp=40.0)
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    h, s = hsv[..., 0].astype(int), hsv[..., 1].astype(int)
+    ink = (h >= 90) & (h < 125) & (s > 60)  # strong blue: never an H&E colour
+    eosin = (h >= 140) & (h < 175) & (s > 40)  # clearly stained tissue
+    assert ink.mean() > 0.02 and eosin.mean() > 0.2
+    for setting in [{}, *VALUE_SETTINGS.values()]:
+        mask = TissueMasker(level=0, **setting).mask(slide)
+        assert mask.array[ink].mean() < 0.01, setting
+        if setting.get("combine", "or") == "or" and setting.get("channels") != ("value",):
+            # With saturation (a thumbnail's tissue is too pale for the value channel).
+            assert mask.array[eosin].mean() > 0.95, setting
+    mask = TissueMasker(level=0).mask(slide)
+    # 29 % measured: the pink section; its palest, loosest parts are left out.
+    assert 0.2 < mask.tissue_fraction < 0.45
+    assert mask.fraction(Box(110, 95, 40, 38)) < 0.01  # glass between the strokes
+    # Without the exclusion the ink is saturated enough to count: the option matters.
+    no_pen = TissueMasker(level=0, exclude_pen=False).mask(slide)
+    assert no_pen.array[ink].mean() > 0.9
 
 
 def test_pen_mask_classifies_ink_and_stain_colours() -> None:
@@ -250,6 +324,39 @@ def test_blank_slide_gives_empty_mask(h: int, w: int, level: int, noise: int, se
     assert mask.shape == (h, w)
     assert not mask.array.any()
     assert mask.area_um2 == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(4, 64),
+    w=st.integers(4, 64),
+    brightness=st.integers(220, 255),
+    grey_noise=st.integers(0, 8),
+    colour_noise=st.integers(0, 3),
+    tint=st.tuples(st.integers(-4, 4), st.integers(-4, 4), st.integers(-4, 4)),
+    mpp=st.sampled_from([0.25, 2.0, 8.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_blank_noisy_glass_is_not_tissue_whatever_the_channels(
+    h: int,
+    w: int,
+    brightness: int,
+    grey_noise: int,
+    colour_noise: int,
+    tint: tuple[int, int, int],
+    mpp: float,
+    seed: int,
+) -> None:
+    # Real glass (the shared glass crops) has values 233-250, channel means within 2 of
+    # each other and a noise of 1-3 per channel: this is dimmer, more tinted and noisier.
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-grey_noise, grey_noise + 1, (h, w, 1))
+    noise = noise + rng.integers(-colour_noise, colour_noise + 1, (h, w, 3))
+    rgb = np.clip(brightness + np.array(tint) + noise, 0, 255).astype(np.uint8)
+    slide = ArraySlide(rgb, mpp=mpp)
+    for setting in [{}, *VALUE_SETTINGS.values()]:
+        mask = TissueMasker(level=0, **setting).mask(slide)
+        assert mask.tissue_fraction < 0.01, setting
 
 
 def brute_fraction(mask: TissueMask, box: Box) -> float:
@@ -510,6 +617,49 @@ def test_fixed_threshold_and_channel_combinations() -> None:
     np.testing.assert_array_equal(both.mask(slide).array, pale_too)
 
 
+def test_grey_bright_pixels_are_glass_whatever_the_thresholds() -> None:
+    image = np.full((64, 64, 3), 245, np.uint8)
+    image[:, :32] = (236, 233, 238)  # tinted glass: saturation 5, value 238
+    image[:, 48:] = (225, 200, 215)  # pale tissue: saturation 28, value 225
+    slide = ArraySlide(image, mpp=8.0)
+    base: dict[str, Any] = {"opening_um": 0, "closing_um": 0, "min_tissue_area_um2": 0}
+    for setting in ({"threshold": 2}, {"channels": ("value",), "threshold": 250}):
+        lax = TissueMasker(exclude_glass=False, **setting, **base).mask(slide).array
+        assert lax[:, :32].all() and lax[:, 48:].all()
+        strict = TissueMasker(**setting, **base).mask(slide).array
+        assert not strict[:, :48].any() and strict[:, 48:].all()
+    # The rule's bounds are inclusive: saturation <= glass_saturation, value >= glass_value.
+    edge = TissueMasker(channels=("value",), threshold=250, glass_value=239, **base)
+    assert edge.mask(slide).array[:, :32].all()
+    edge = dataclasses.replace(edge, glass_value=238, glass_saturation=4)
+    assert edge.mask(slide).array[:, :32].all()
+    edge = dataclasses.replace(edge, glass_saturation=5)
+    assert not edge.mask(slide).array[:, :32].any()
+
+
+def test_value_threshold_is_clipped_to_its_bounds() -> None:
+    # Dark tissue (value 150) and paler tissue (value 190) with no glass: Otsu alone
+    # splits them, keeping the dark class (values <= 150); the lower bound (200) keeps both.
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, :32] = (150, 90, 140)
+    image[:, 32:] = (190, 140, 180)
+    slide = ArraySlide(image, mpp=8.0)
+    base: dict[str, Any] = {"channels": ("value",), "closing_um": 0, "opening_um": 0}
+    assert TissueMasker(**base).mask(slide).array.all()
+    split = TissueMasker(value_otsu_bounds=(0, 255), **base).mask(slide).array
+    assert split[:, :32].all() and not split[:, 32:].any()
+    # Glass (value 240) beside dimmer grey glass (value 225): Otsu alone takes the dimmer
+    # half for tissue; an upper bound under 225, or the glass rule, each prevent it.
+    image[:, :32] = (240, 240, 240)
+    image[:, 32:] = (225, 225, 225)
+    slide = ArraySlide(image, mpp=8.0)
+    lax = TissueMasker(value_otsu_bounds=(0, 255), exclude_glass=False, **base)
+    assert lax.mask(slide).array[:, 32:].all()
+    low_bound = dataclasses.replace(lax, value_otsu_bounds=(200, 220))
+    assert not low_bound.mask(slide).array.any()
+    assert not TissueMasker(**base).mask(slide).array.any()  # (200, 230) and the glass rule
+
+
 def test_small_pieces_dropped_and_small_holes_filled() -> None:
     image = np.full((100, 100, 3), 245, np.uint8)
     image[10:90, 10:60] = PINK
@@ -539,6 +689,11 @@ def test_small_pieces_dropped_and_small_holes_filled() -> None:
         {"opening_um": -1},
         {"min_tissue_area_um2": float("nan")},
         {"otsu_bounds": (80, 20)},
+        {"value_otsu_bounds": (230, 200)},
+        {"value_otsu_bounds": (0, 300)},
+        {"value_otsu_bounds": (200,)},
+        {"glass_saturation": -1},
+        {"glass_value": 256},
         {"assumed_mpp": 0},
     ],
 )

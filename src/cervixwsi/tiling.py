@@ -8,7 +8,8 @@
   tissue, uniformly over area at level-0 resolution, labelled by a documented
   rule.
 * :class:`PatchStore` extracts sampled patches into a zarr store (resumable,
-  multi-threaded) and reads them back as numpy batches.
+  multi-threaded) and reads them back as numpy batches or as a
+  ``tf.data.Dataset`` (TensorFlow is imported only then).
 
 All three speak :class:`PatchCoords`: level-0 top-left corners plus the level,
 size and resolution of the patches, and for a grid the ``(row, col)`` of each
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -40,7 +43,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -57,6 +60,9 @@ from cervixwsi.errors import (
 )
 from cervixwsi.geometry import Raster
 from cervixwsi.tissue import SlideLike, TissueMask, TissueMasker
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = [
     "PatchCoords",
@@ -781,6 +787,25 @@ def _as_source(item: Any, tumor_mask: Raster | None) -> _Source:
     )
 
 
+@dataclass(frozen=True, eq=False)
+class _StoreView:
+    """Some patches of a store, with the read side of a store (for input pipelines)."""
+
+    store: PatchStore
+    index: IntArray
+
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = self.store.labels[self.index]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, indices: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+        return self.store.read(self.index[np.asarray(indices, dtype=np.int64)])
+
+
 class PatchStore:
     """Extracted patches in a zarr store, with labels and where they came from.
 
@@ -789,7 +814,8 @@ class PatchStore:
     int32, ``tissue`` float32, ``done`` (one flag per chunk of ``patches``),
     and attributes: format name and version, the cervixwsi version, patch size,
     level, the slides (name, path, dimensions), the sampler's parameters and
-    seed, and the tissue masker's parameters (when it made the masks).
+    seed, a digest of each slide's tumor and tissue mask, and the tissue
+    masker's parameters (when it made the masks).
 
     Each slide's patches are stored in raster order (bands one patch high,
     left to right; tumor and normal mixed), which makes extraction decode
@@ -990,6 +1016,117 @@ class PatchStore:
             part = idx[start : start + batch_size]
             yield self.read(part), self._labels[part]
 
+    def as_tf_dataset(
+        self,
+        batch_size: int = 32,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        labels: bool = True,
+        epochs: int = 1,
+        indices: npt.ArrayLike | None = None,
+    ) -> tf.data.Dataset:
+        """The patches as a ``tf.data.Dataset`` of batches, for Keras or a training loop.
+
+        The pipeline is the one :class:`~cervixwsi.models.PatchClassifier`
+        trains from: each batch's patches are read with one :meth:`read` call
+        (in index order, so each zarr chunk is read once), several batches are
+        read at once in parallel threads, and batches are prefetched.  The
+        patches never need to fit in memory.  TensorFlow is imported by this
+        method only (``pip install 'cervixwsi[tf]'``).
+
+        Parameters
+        ----------
+        batch_size : int
+            Patches per batch, default 32 (the study's value); the last batch
+            of each pass may be smaller.
+        shuffle : bool
+            Visit the patches in a random order, a new one for each pass,
+            drawn from ``(seed, pass)``: the same seed gives the same batches.
+            Default False: index order.
+        seed : int, optional
+            Non-negative seed of the order; default a fresh random one.
+        labels : bool
+            Yield ``(patches, labels)`` (default) or the patches alone.
+        epochs : int
+            Passes over the patches in the dataset, default 1 (iterate it
+            again for another pass in the same order, or ask for several
+            passes here to have each in its own order).
+        indices : array_like, optional
+            Only these patches (e.g. a training split), in this order when not
+            shuffled.
+
+        Returns
+        -------
+        tf.data.Dataset
+            Batches of uint8 ``(B, H, W, 3)`` patches and int32 ``(B,)``
+            labels (1 tumor, 0 normal); every patch once in each pass.
+
+        Raises
+        ------
+        ParameterError
+            If ``batch_size`` or ``epochs`` is not a positive int, or ``seed``
+            not a non-negative int.
+        PatchStoreError
+            If an index is out of range or a patch asked for has not been
+            extracted (an interrupted :meth:`build`).
+        ImportError
+            If TensorFlow is not installed.
+
+        Examples
+        --------
+        .. code-block:: python
+
+            for patches, labels in store.as_tf_dataset(32, shuffle=True, seed=0):
+                ...  # uint8 (32, 256, 256, 3) and int32 (32,) tensors
+        """
+        import importlib.util
+
+        _positive_int("as_tf_dataset", "batch_size", batch_size)
+        _positive_int("as_tf_dataset", "epochs", epochs)
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+        ):
+            raise ParameterError(f"as_tf_dataset: seed must be a non-negative int, got {seed!r}")
+        n = len(self)
+        view: _StoreView | PatchStore = self
+        if indices is not None:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                raise PatchStoreError(f"patch index out of range for a store of {n} patches")
+            view = _StoreView(self, np.where(idx < 0, idx + n, idx))
+        wanted = view.index if isinstance(view, _StoreView) else np.arange(n)
+        missing = wanted[~self._done[wanted // self._chunk]] if wanted.size else wanted
+        if missing.size:
+            raise PatchStoreError(
+                f"{missing.size} of the patches asked for in {self._path} have not been "
+                f"extracted (the first is patch {int(missing[0])}); run PatchStore.build "
+                "again to finish it"
+            )
+        if importlib.util.find_spec("tensorflow") is None:
+            raise ImportError(
+                "PatchStore.as_tf_dataset needs TensorFlow: pip install 'cervixwsi[tf]'"
+            )
+        # The models' input pipeline: importing cervixwsi.models first gives TensorFlow its
+        # environment defaults (oneDNN kernels, quiet logs) when it is first imported.
+        from cervixwsi.models._augment import Augmentation
+        from cervixwsi.models._data import source_dataset
+
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        dataset, _ = source_dataset(
+            view,
+            batch_size=batch_size,
+            size=self.patch_size,  # the full patch: no crop
+            # Shuffled without augmentation; None: index order.
+            augmentation=Augmentation.none() if shuffle else None,
+            seed=int(seed),
+            epochs=epochs,
+        )
+        if not labels:
+            dataset = dataset.map(lambda patches, _labels: patches)
+        return dataset
+
     # --- building -------------------------------------------------------------------
 
     @classmethod
@@ -1050,8 +1187,10 @@ class PatchStore:
         Raises
         ------
         StoreMismatchError
-            If a store at ``path`` was built from other slides or with other
-            sampler parameters or seed.
+            If a store at ``path`` was planned from other slides, sampler
+            parameters, seed, tumor or tissue masks (compared by a digest of
+            their pixels and geometry) or masker parameters; the message names
+            what differs.
         """
         _positive_int("PatchStore.build", "workers", workers)
         _positive_int("PatchStore.build", "chunk_patches", chunk_patches)
@@ -1098,7 +1237,21 @@ class PatchStore:
             {"name": s.name, "path": s.path, "dimensions": list(s.slide.dimensions)}
             for s in sources
         ]
-        identity = {"slides": slides_attr, "sampler": sampler.params(), "seed": seed}
+        masker = masker or TissueMasker()
+        identity = {
+            "slides": slides_attr,
+            "sampler": sampler.params(),
+            "seed": seed,
+            # What the plan was drawn from besides: the masks (a digest of each) and
+            # the masker's parameters when it made the tissue masks.
+            "tumor_masks": [_mask_digest(s.tumor_mask, "tumor mask") for s in sources],
+            "tissue_masks": (
+                None
+                if tissue_masks is None
+                else [_mask_digest(m, "tissue mask") for m in tissue_masks]
+            ),
+            "masker": None if tissue_masks is not None else dataclasses.asdict(masker),
+        }
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()  # an empty directory made for the store
         if path.exists():
@@ -1109,18 +1262,14 @@ class PatchStore:
             if existing.get("format") != FORMAT_NAME:
                 raise PatchStoreError(f"{path} exists and is not a cervixwsi patch store")
             if existing.get("planned"):
-                theirs = {k: existing.get(k) for k in identity}
-                if _jsonable(theirs) != _jsonable(identity):
-                    diff = sorted(
-                        k for k in identity if _jsonable(theirs[k]) != _jsonable(identity[k])
-                    )
+                diff = _differences(existing, identity, [s.name for s in sources])
+                if diff:
                     raise StoreMismatchError(
                         f"the patch store {path} was built with other {', '.join(diff)}; "
                         "build into a new path (or delete it)"
                     )
                 return cls(path)
         children = np.random.SeedSequence(seed).spawn(len(sources))
-        masker = masker or TissueMasker()
         xs, ys, labels, tissue, index = [], [], [], [], []
         level_info: list[tuple[int, float]] = []
         for i, source in enumerate(sources):
@@ -1177,11 +1326,10 @@ class PatchStore:
             done[:] = np.zeros(n_chunks, bool)
         group.attrs.update(
             {
-                **identity,
+                **_jsonable(identity),
                 "patch_size": size,
                 "level": sampler.level,
                 "downsamples": [ds for _, ds in level_info],
-                "masker": None if tissue_masks is not None else dataclasses.asdict(masker),
                 "cervixwsi_version": __version__,
                 "planned": True,
             }
@@ -1244,6 +1392,55 @@ class PatchStore:
             done_arr[:] = done
             bar.close()
         self._done = done
+
+
+def _mask_digest(mask: Raster | None, what: str) -> str | None:
+    """A fingerprint of a mask as sampling sees it (``None`` for no mask).
+
+    SHA-256 of its pixels (tissue or not, as :class:`~cervixwsi.tissue.TissueMask`
+    reads them), its shape, downsample, slide dimensions and mpp.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Raster):
+        raise ParameterError(f"the {what} must be a Raster (e.g. a TissueMask), got {mask!r}")
+    m = TissueMask.from_raster(mask)
+    geometry = {
+        "shape": list(m.shape),
+        "downsample": float(m.downsample),
+        "slide_dimensions": [int(v) for v in m.slide_dimensions],
+        "mpp": None if m.mpp is None else float(m.mpp),
+    }
+    digest = hashlib.sha256(json.dumps(geometry, sort_keys=True).encode())
+    digest.update(np.packbits(m.array).tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _differences(existing: dict[str, Any], identity: dict[str, Any], names: list[str]) -> list[str]:
+    """What a store's recorded plan inputs and a new build's differ in, in words."""
+    out = []
+    for key, ours in identity.items():
+        if key not in existing:  # a store planned before cervixwsi recorded this
+            out.append(f"{key} (the store does not record them)")
+            continue
+        theirs, ours = _jsonable(existing[key]), _jsonable(ours)
+        if theirs == ours:
+            continue
+        if (
+            key.endswith("_masks")
+            and isinstance(theirs, list)
+            and isinstance(ours, list)
+            and len(theirs) == len(ours) == len(names)
+        ):
+            which = [repr(names[i]) for i in range(len(ours)) if theirs[i] != ours[i]]
+            out.append(f"{key} (of slide{'s' if len(which) > 1 else ''} {', '.join(which)})")
+            continue
+        if key == "masker" and isinstance(theirs, dict) and isinstance(ours, dict):
+            fields = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            out.append(f"masker ({', '.join(fields)})")
+            continue
+        out.append(key)
+    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,10 +1,12 @@
 """Tissue detection: the study's HSV + Otsu + morphology ROI, made robust.
 
 :class:`TissueMasker` reads **one** low-resolution level of a slide, converts it
-to HSV, thresholds it with Otsu's method (on saturation by default), removes
-pen marks and near-white glass, smooths the result with an opening and a
-closing whose structuring elements are given in micrometres, drops small
-tissue pieces and fills small holes (areas in µm²).  Because every size is
+to HSV, thresholds it with Otsu's method (on saturation by default; each
+channel's threshold clipped to a range measured on real slides, so that the
+noise of an empty slide's glass is never split), removes pen marks and
+near-white glass (grey and bright pixels are never tissue), smooths the
+result with an opening and a closing whose structuring elements are given in
+micrometres, drops small tissue pieces and fills small holes (areas in µm²).  Because every size is
 physical, the mask does not change (beyond resampling) when the slide's
 resolution or the level that is read changes.
 
@@ -559,7 +561,7 @@ class TissueMasker:
         How several channels' masks combine.
     threshold : float or sequence of float, optional
         Fixed threshold(s) (0..255, one per channel or one for all) instead
-        of Otsu's.
+        of Otsu's: tissue has a saturation above it, or a value below it.
     otsu_bounds : tuple of float
         Otsu's *saturation* threshold is clipped to this range (0..255),
         default ``(20, 30)``.  The lower bound makes near-white glass never
@@ -569,6 +571,30 @@ class TissueMasker:
         when there is no glass to separate it from (a crop inside tissue),
         or when pen ink is the most saturated class.  At 8 µm/px glass has
         a saturation under 15 and stained tissue over 30.
+    value_otsu_bounds : tuple of float
+        Otsu's *value* threshold (a pixel is dark enough to be tissue when its
+        value is below it) is clipped to this range, default ``(200, 230)``.
+        The upper bound keeps Otsu from splitting the noise of the glass on an
+        empty or almost-white slide (glass has a value of 230-250); the lower
+        bound keeps it from splitting the tissue itself (nuclei from stroma in
+        a crop without glass, or dark ink from tissue).  Measured on real
+        crops: pale tissue reaches a value of about 228 (a thumbnail's pale
+        stroma), empty glass starts at about 233.
+    exclude_glass : bool
+        Pixels that are both nearly grey (saturation at most
+        ``glass_saturation``) and bright (value at least ``glass_value``) are
+        glass: never tissue, whatever the channels, thresholds and bounds.
+        Default True.  With the default saturation channel it changes nothing
+        (its threshold is at least 20); it is what keeps the value channel
+        from taking dim or tinted glass (value 200-230) for pale tissue, and
+        a low fixed ``threshold`` from taking glass for tissue.
+    glass_saturation, glass_value : float
+        The glass rule's bounds (0..255), default 15 and 200: real glass has a
+        saturation under 10 (under 15 with a scanner's colour cast) and a
+        value over 230; tissue that grey and that bright is the inside of
+        fat cells and holes, which the closing and hole filling restore.
+        Lowering ``otsu_bounds`` below ``glass_saturation`` has no effect on
+        bright pixels unless ``exclude_glass=False``.
     exclude_pen : bool
         Remove red, green, blue and black marker ink (see :func:`pen_mask`)
         and a ``pen_margin_um`` band around it.  Default True (not part of
@@ -609,6 +635,10 @@ class TissueMasker:
     combine: Literal["and", "or"] = "and"
     threshold: float | tuple[float, ...] | None = None
     otsu_bounds: tuple[float, float] = (20.0, 30.0)
+    value_otsu_bounds: tuple[float, float] = (200.0, 230.0)
+    exclude_glass: bool = True
+    glass_saturation: float = 15.0
+    glass_value: float = 200.0
     exclude_pen: bool = True
     pen_margin_um: float = 25.0
     opening_um: float = 16.0
@@ -639,12 +669,21 @@ class TissueMasker:
                 raise ParameterError(
                     f"TissueMasker.{name} must be a non-negative number, got {value!r}"
                 )
-        lo, hi = (float(v) for v in self.otsu_bounds)
-        if not (0 <= lo <= hi <= 255):
-            raise ParameterError(
-                f"TissueMasker.otsu_bounds must be (low, high) with 0 <= low <= high <= 255, "
-                f"got {self.otsu_bounds!r}"
-            )
+        for name in ("otsu_bounds", "value_otsu_bounds"):
+            bounds = getattr(self, name)
+            try:
+                lo, hi = (float(v) for v in bounds)
+            except (TypeError, ValueError):
+                lo, hi = math.nan, math.nan
+            if not (0 <= lo <= hi <= 255):
+                raise ParameterError(
+                    f"TissueMasker.{name} must be (low, high) with 0 <= low <= high <= 255, "
+                    f"got {bounds!r}"
+                )
+        for name in ("glass_saturation", "glass_value"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value <= 255):
+                raise ParameterError(f"TissueMasker.{name} must be in [0, 255], got {value!r}")
         channels = tuple(self.channels)
         if not channels or any(c not in _CHANNELS for c in channels):
             raise ParameterError(
@@ -786,13 +825,20 @@ class TissueMasker:
                 t = fixed[i]
             else:
                 t, _ = cv2.threshold(channel, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-                if name == "saturation":
-                    t = min(max(t, self.otsu_bounds[0]), self.otsu_bounds[1])
+                if name == "saturation":  # Otsu's upper class (> t) is the tissue
+                    lo, hi = self.otsu_bounds
+                else:  # its lower class (<= t, so < t + 1) is
+                    t, (lo, hi) = t + 1, self.value_otsu_bounds
+                t = min(max(t, lo), hi)
             logger.debug("tissue threshold on %s: %g", name, t)
             masks.append(channel > t if name == "saturation" else channel < t)
         tissue = masks[0]
         for m in masks[1:]:
             tissue = (tissue & m) if self.combine == "and" else (tissue | m)
+        if self.exclude_glass:  # grey and bright: glass, whatever the thresholds said
+            low = (0, 0, math.ceil(self.glass_value))
+            high = (179, math.floor(self.glass_saturation), 255)
+            tissue &= cv2.inRange(hsv, low, high) == 0
         if self.exclude_pen:
             pen = pen_mask(hsv)
             if pen.any():

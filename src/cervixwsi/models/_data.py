@@ -210,10 +210,20 @@ def source_dataset(
         )
         return out, labs
 
+    def centre_batch(patches: tf.Tensor, labs: tf.Tensor, seeds: tf.Tensor) -> Any:
+        # No augmentation: the centre crop of the whole batch at once (what augment_patch
+        # does patch by patch with Augmentation.none(), without the per-patch loop).
+        top = (tf.shape(patches)[1] - size) // 2
+        left = (tf.shape(patches)[2] - size) // 2
+        out = patches[:, top : top + size, left : left + size, :]
+        return tf.ensure_shape(out, [None, size, size, 3]), labs
+
     autotune = tf.data.AUTOTUNE
     ds = tf.data.Dataset.range(first_epoch * steps, (first_epoch + epochs) * steps)
     ds = ds.map(read_tf, num_parallel_calls=autotune, deterministic=True)
-    ds = ds.map(augment_batch, num_parallel_calls=autotune, deterministic=True)
+    identity = augmentation is None or augmentation == Augmentation.none()
+    transform = centre_batch if identity else augment_batch
+    ds = ds.map(transform, num_parallel_calls=autotune, deterministic=True)
     ds = ds.prefetch(autotune)
     return ds, steps
 
