@@ -244,6 +244,12 @@ def dataset_pipeline(
         raise ModelError(
             f"a training dataset must yield (patches, labels) pairs; its elements are {spec}"
         )
+    if spec[0].dtype != tf.uint8:
+        raise ModelError(
+            f"dataset patches must be uint8 RGB (0-255), got {spec[0].dtype.name}: convert "
+            "them (e.g. tf.image.convert_image_dtype(x, tf.uint8, saturate=True)) rather "
+            "than let a cast turn [0, 1] floats into 0s and 1s"
+        )
     rank = spec[0].shape.rank
     if rank == 4:
         dataset = dataset.unbatch()
@@ -257,7 +263,6 @@ def dataset_pipeline(
 
     def augment_one(pair: Any, s: tf.Tensor) -> Any:
         patch, label = pair
-        patch = tf.cast(patch, tf.uint8)
         return augment_patch(patch, s, size=size, augmentation=aug), tf.cast(label, tf.int32)
 
     dataset = dataset.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
