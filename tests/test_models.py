@@ -725,7 +725,7 @@ def test_a_dataset_of_float_patches_is_refused_not_cast(data: dict[str, Any]) ->
     floats = data["x_train"][:4].astype(np.float32) / 255  # [0, 1]: a cast would give 0s
     ds = tf.data.Dataset.from_tensor_slices((floats, data["y_train"][:4]))
     clf = PatchClassifier("small_cnn", input_size=SIZE, epochs=1, seed=0, progress=False)
-    with pytest.raises(ModelError, match="must be uint8 RGB.*float32"):
+    with pytest.raises(ModelError, match=r"must be uint8 RGB.*float32"):
         clf.fit(ds)
 
 
