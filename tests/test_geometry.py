@@ -223,6 +223,19 @@ class TestWindows:
         assert (window.col1 - 1) * d < inside.x1 + TOL
 
     @given(raster_and_box())
+    def test_a_box_outside_the_slide_gives_an_empty_window(self, rb: tuple[Raster, Box]) -> None:
+        raster, box = rb
+        width, height = raster.slide_dimensions
+        beyond = [
+            Box(width + abs(box.x), box.y, box.width + 1, box.height + 1),  # right of it
+            Box(box.x, height + abs(box.y), box.width + 1, box.height + 1),  # below it
+            Box(-box.width - 1, box.y, box.width + 1, box.height),  # left of it
+        ]
+        for outside in beyond:
+            assert raster.box_to_window(outside).is_empty, outside
+        assert raster.read(beyond[0])[0].size == 0
+
+    @given(raster_and_box())
     def test_window_box_window_round_trips(self, rb: tuple[Raster, Box]) -> None:
         raster, box = rb
         window = raster.box_to_window(box)

@@ -441,10 +441,11 @@ class Raster:
         the strip ``[n * d, length)`` (as :meth:`to_index` maps it there).
         """
         d = self._downsample
-        k0 = max(math.floor(_snap(lo / d)), 0)
-        if k0 >= n:  # at or past the last pixel's start: inside the slide's strip or outside
-            k0 = n - 1 if lo < length and hi > lo else n
-        k1 = min(max(math.ceil(_snap(hi / d)), k0), n)
+        if lo >= length or hi <= 0 or hi <= lo:  # wholly outside the slide, or empty
+            k = min(max(math.floor(_snap(lo / d)), 0), n)
+            return k, k
+        k0 = min(max(math.floor(_snap(lo / d)), 0), n - 1)  # n - 1: a floor-shaped strip
+        k1 = min(max(math.ceil(_snap(hi / d)), k0 + 1), n)
         return k0, k1
 
     def window_to_box(self, window: Window) -> Box:
@@ -471,6 +472,33 @@ class Raster:
         if not (0 <= row < rows and 0 <= col < cols):
             raise GeometryError(f"pixel ({row}, {col}) is outside the raster of shape {self.shape}")
         return self.window_to_box(Window(row, row + 1, col, col + 1))
+
+    def pixel_edges(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+    ]:
+        """Level-0 extents of the raster's rows and columns, clipped to the slide.
+
+        Returns
+        -------
+        (row_starts, row_ends, col_starts, col_ends) : numpy.ndarray
+            Row ``r`` covers level-0 ``y`` in ``[row_starts[r], row_ends[r])``; the
+            last row and column reach the slide's edge (as in :meth:`pixel_to_box`).
+
+        Examples
+        --------
+        >>> Raster(np.zeros((2, 3)), 4, (10, 9)).pixel_edges()[1]
+        array([4., 9.])
+        """
+        width, height = self._slide_dimensions
+        rows, cols = self.shape
+        ys, ye = _axis_cells(rows, self._downsample, height)
+        xs, xe = _axis_cells(cols, self._downsample, width)
+        return ys, ye, xs, xe
 
     def to_index(self, x: Any, y: Any, *, clip: bool = False) -> Any:
         """Raster ``(row, col)`` of level-0 point(s) ``(x, y)``: ``floor(y / d), floor(x / d)``.

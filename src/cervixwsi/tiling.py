@@ -703,12 +703,11 @@ class PatchSampler:
         empty = np.zeros(0, np.int64)
         if n == 0:
             return empty, empty
-        width, height = region.slide_dimensions
+        width = region.slide_dimensions[0]
         rr, cc = np.nonzero(region.array)
-        d = region.downsample
-        px0, py0 = cc * d, rr * d
-        pw = np.minimum(px0 + d, width) - px0
-        ph = np.minimum(py0 + d, height) - py0
+        row_start, row_end, col_start, col_end = region.pixel_edges()
+        px0, py0 = col_start[cc], row_start[rr]
+        pw, ph = col_end[cc] - px0, row_end[rr] - py0
         weights = np.cumsum(pw * ph)
         got_x: list[int] = []
         got_y: list[int] = []

@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cervixwsi.errors import GeometryError, ParameterError, RegionError, ResultFileError
-from cervixwsi.geometry import Box, Raster
+from cervixwsi.geometry import Box, Raster, Window
 
 __all__ = ["SlideLike", "TissueMask", "TissueMasker", "pen_mask"]
 
@@ -388,15 +388,12 @@ class TissueMask(Raster):
         """
         n, _, stats, _ = cv2.connectedComponentsWithStats(self._array.view(np.uint8), 8)
         order = np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1
-        width0, height0 = self.slide_dimensions
-        d = self.downsample
         out = []
         for i in order[: max(n - 1, 0)]:
             c0, r0 = int(stats[i, cv2.CC_STAT_LEFT]), int(stats[i, cv2.CC_STAT_TOP])
             c1 = c0 + int(stats[i, cv2.CC_STAT_WIDTH])
             r1 = r0 + int(stats[i, cv2.CC_STAT_HEIGHT])
-            x0, y0 = min(c0 * d, width0), min(r0 * d, height0)
-            out.append(Box(x0, y0, min(c1 * d, width0) - x0, min(r1 * d, height0) - y0))
+            out.append(self.window_to_box(Window(r0, r1, c0, c1)))
         return out
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -468,17 +465,9 @@ class TissueMask(Raster):
 
     @property
     def area_px(self) -> float:
-        """Tissue area in level-0 pixels (edge pixels clipped to the slide)."""
-        width0, height0 = self.slide_dimensions
-        rows, cols = self.shape
-        d = self.downsample
-        col_w = np.minimum((np.arange(cols) + 1) * d, width0) - np.minimum(
-            np.arange(cols) * d, width0
-        )
-        row_h = np.minimum((np.arange(rows) + 1) * d, height0) - np.minimum(
-            np.arange(rows) * d, height0
-        )
-        return float(row_h @ self._array.astype(np.float64) @ col_w)
+        """Tissue area in level-0 pixels (edge pixels clipped to, or reaching, the slide)."""
+        ys, ye, xs, xe = self.pixel_edges()
+        return float((ye - ys) @ self._array.astype(np.float64) @ (xe - xs))
 
     @property
     def area_um2(self) -> float | None:
