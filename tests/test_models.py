@@ -615,12 +615,28 @@ def test_training_resumes_from_the_last_completed_epoch(
     # nothing left to do: no training, same model
     done = PatchClassifier("small_cnn", **params).fit((x, y), epochs=3, checkpoint_dir=tmp_path)
     assert int(done.model_.optimizer.iterations) == 6
-    # resume=False starts again
+    # a best.keras that does not hold the best epoch (a crash between the two saves) is
+    # not restored: the last epoch's weights are kept, with a warning
+    best_epoch = int(resumed.history_.epoch[np.argmin(resumed.history_.val_loss)])
+    stale = PatchClassifier("small_cnn", **params).fit((x, y), val, epochs=1)
+    stale_path = tmp_path / "stale.keras"
+    stale.save(stale_path)
+    with zipfile.ZipFile(stale_path, "a") as zf:
+        zf.writestr("cervixwsi_checkpoint.json", json.dumps({"epoch": best_epoch + 7}))
+    stale_path.replace(tmp_path / "best.keras")
+    kept = PatchClassifier("small_cnn", **params).fit(
+        (x, y), val, epochs=3, checkpoint_dir=tmp_path
+    )
+    last = keras.saving.load_model(tmp_path / "last.keras", compile=False)
+    for got, want in zip(kept.model_.get_weights(), last.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # resume=False starts again, and leaves nothing of the earlier run to restore
     fresh = PatchClassifier("small_cnn", **params).fit(
         (x, y), epochs=1, checkpoint_dir=tmp_path, resume=False
     )
     assert fresh.history_.epoch.tolist() == [1]
     assert int(fresh.model_.optimizer.iterations) == 2
+    assert not (tmp_path / "best.keras").exists()  # no validation in this run
 
 
 class _FailingSource(ArrayPatchSource):

@@ -134,6 +134,15 @@ def _atomic_save_model(model: keras.Model, path: Path, extra: dict[str, Any] | N
     tmp.replace(path)
 
 
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch recorded inside a checkpoint archive, or ``None`` (missing, unreadable)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return int(json.loads(zf.read(_STATE_MEMBER))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+
+
 def _write_history_csv(path: Path, rows: list[dict[str, float]]) -> None:
     lines = [",".join(_HISTORY_COLUMNS)]
     for row in rows:
@@ -216,8 +225,8 @@ def _make_epoch_callback(
             if has_validation and row["val_loss"] < self._best_val:
                 self._best_val = row["val_loss"]
                 self.best_weights = [np.array(w) for w in model.get_weights()]
-                if checkpoint_dir is not None:
-                    _atomic_save_model(model, checkpoint_dir / "best.keras")
+                if checkpoint_dir is not None:  # the epoch inside: checked before it is restored
+                    _atomic_save_model(model, checkpoint_dir / "best.keras", {"epoch": epoch + 1})
             if checkpoint_dir is None:
                 return
             state = {
@@ -522,6 +531,9 @@ class PatchClassifier:
             directory.mkdir(parents=True, exist_ok=True)
             if resume:
                 resumed = self._load_checkpoint(directory)
+            if resumed is None:  # a fresh run: nothing of an earlier one may be restored
+                for name in ("last.keras", "best.keras", _STATE_NAME, "history.csv"):
+                    (directory / name).unlink(missing_ok=True)
         rows: list[dict[str, float]] = []
         plateau = _Plateau(self.plateau_factor, self.plateau_patience, self.plateau_min_delta)
         if resumed is not None:
@@ -571,20 +583,19 @@ class PatchClassifier:
         else:
             logger.info("checkpoint already has %d >= %d epochs: nothing to train", start, n_epochs)
 
-        if restore_best and validation is not None:
-            if best_weights is not None:
+        scored = [r for r in rows if not math.isnan(r["val_loss"])]
+        if restore_best and validation is not None and scored:
+            best = int(min(scored, key=lambda r: r["val_loss"])["epoch"])
+            if best_weights is not None:  # found in this call
                 model.set_weights(best_weights)
-            elif directory is not None and (directory / "best.keras").is_file():
+            elif directory is not None and _checkpoint_epoch(directory / "best.keras") == best:
                 model.set_weights(
                     _load_keras(directory / "best.keras", compile=False).get_weights()
                 )
-            if rows and not all(math.isnan(r["val_loss"]) for r in rows):
-                best = min(
-                    rows, key=lambda r: r["val_loss"] if not math.isnan(r["val_loss"]) else math.inf
-                )
-                logger.info(
-                    "kept the weights of epoch %d (lowest validation loss)", int(best["epoch"])
-                )
+            else:  # e.g. a crash between saving best.keras and last.keras
+                best = int(rows[-1]["epoch"])
+                logger.warning("best.keras is missing or stale: keeping the last epoch's weights")
+            logger.info("kept the weights of epoch %d", best)
         self.model_ = model
         self.classes_ = np.array([0, 1], dtype=np.int64)
         csv_file = None if directory is None else directory / "history.csv"
