@@ -216,7 +216,7 @@ def main() -> None:
     test_idx = np.array([i for i, r in enumerate(rows) if r.split == "test"])
     forest = SlideClassifier(n_estimators=500, top_k=5, random_state=0)
     forest.fit(table.rows(fit_idx), y[fit_idx])
-    forest.save(args.out / "slide_classifier.skops")
+    forest.save(args.out / "slide_classifier.cwsi.zip")
     step(f"slide classifier: top 5 features {', '.join(forest.selected_features_)}", t0)
 
     # 7. evaluation -------------------------------------------------------------------------

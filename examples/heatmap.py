@@ -1,8 +1,9 @@
 """A tumor-probability heatmap of a slide: generate, resume, save, export, overlay.
 
 A small CNN is trained on patches of one synthetic tumor slide (or loaded with
-``--model``, e.g. the file ``examples/train_patch_classifier.py`` or
-``examples/end_to_end.py`` wrote), then the heatmap of another slide is made:
+``--model``: a network trained on 64-pixel patches at 1 µm/px, such as the
+``patch_cnn.keras`` that ``examples/end_to_end.py`` writes), then the heatmap of
+another slide is made:
 
 * one pixel per 64 x 64 patch with at least half tissue, NaN elsewhere;
 * into a zarr store, interrupted on purpose after a few batches and resumed;

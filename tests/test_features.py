@@ -648,6 +648,8 @@ def test_extract_many_needs_one_mask_and_id_per_heatmap(rng: np.random.Generator
     hms = _maps(rng, 3)
     with pytest.raises(ParameterError, match="tissue_masks ran out at heatmap 2"):
         EXTRACTOR.extract_many(hms, tissue_masks=[None, None], progress=False)
+    with pytest.raises(ParameterError, match="more tissue_masks than the 3 heatmaps"):
+        EXTRACTOR.extract_many(hms, tissue_masks=[None] * 4, progress=False)
     with pytest.raises(ParameterError, match="2 slide_ids"):
         EXTRACTOR.extract_many(hms, slide_ids=["a", "b"], progress=False)
     with pytest.raises(ParameterError, match="4 slide_ids for 3"):

@@ -437,3 +437,17 @@ def test_cross_validate_refuses_too_few_slides(rng: np.random.Generator) -> None
     one_class_fold = [(np.arange(4, 10), np.arange(0, 4))]
     with pytest.raises(ClassifierError, match="one class"):
         cross_validate(rng.normal(size=(10, 3)), y, one_class_fold)
+
+
+def test_cross_validate_takes_a_numpy_number_of_folds() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 10)
+    X = rng.normal(size=(20, 3))
+    X[:, 0] += 2 * y
+    clf = SlideClassifier(n_estimators=10, top_k=1, random_state=0)
+    a = cross_validate(X, y, cv=np.int64(3), classifier=clf, seed=0)
+    b = cross_validate(X, y, cv=3, classifier=clf, seed=0)
+    assert len(a.fold_auc) == 3
+    np.testing.assert_array_equal(a.fold_auc, b.fold_auc)
+    with pytest.raises(ParameterError, match="number of folds"):
+        cross_validate(X, y, cv=True, classifier=clf)

@@ -10,7 +10,9 @@ threshold ``t``, labelled once per threshold and shared by every feature
 that needs them.  Their shape measures (perimeter, moment ellipse, convex
 hull, see :class:`Regions`) describe the union of the regions' pixel squares,
 so features in physical units do not depend on the stride: the same heatmap
-at half the stride (each pixel split into 2 × 2) gives the same values.
+at half the stride (each pixel split into 2 × 2) gives the same values.  Pixel
+counts (``n_pixels`` of the camelyon16 preset) do, by definition, and the 99th
+percentile moves slightly with the number of pixels.
 
 Units
 -----
@@ -914,7 +916,13 @@ def _camelyon16(thresholds: Sequence[float]) -> list[Feature]:
             low,
             length_power=1,
         ),
-        Feature("n_pixels", _n_pixels, "number of heatmap pixels at or above t", high),
+        Feature(
+            "n_pixels",
+            _n_pixels,
+            "number of heatmap pixels at or above t (Wang et al.'s count: it depends on the "
+            "heatmap's stride, unlike the features in µm)",
+            high,
+        ),
     ]
     return features
 
@@ -1369,6 +1377,8 @@ class HeatmapFeatureExtractor:
             ids.append(fv.slide_id if fv.slide_id is not None else str(i))
         if slide_ids is not None and len(slide_ids) != len(rows):
             raise ParameterError(f"got {len(slide_ids)} slide_ids for {len(rows)} heatmaps")
+        if masks is not None and next(masks, _END) is not _END:
+            raise ParameterError(f"got more tissue_masks than the {len(rows)} heatmaps")
         if names is None:
             names = tuple(f.name("um") for f in features)
         values = np.vstack(rows) if rows else np.empty((0, len(names)))

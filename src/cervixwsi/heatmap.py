@@ -39,6 +39,7 @@ import math
 import os
 import pathlib
 import queue
+import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -246,7 +247,11 @@ class Heatmap(Raster):
 
     @property
     def tissue_mask(self) -> Raster:
-        """Boolean raster on the heatmap's grid: pixels with enough tissue."""
+        """Boolean raster on the heatmap's grid: the tissue the heatmap speaks for.
+
+        For a heatmap from :class:`HeatmapGenerator` these are exactly the
+        predicted (finite) pixels: those covered by a patch with ``min_tissue``.
+        """
         return self._tissue
 
     @property
@@ -937,7 +942,11 @@ class _RunStore:
                     "or delete it"
                 )
             return cls(group, path)
-        group = zarr.open_group(str(path), mode="w")
+        # Made beside its place and renamed into it, so that an interruption here never
+        # leaves a half-made store that later runs would refuse.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        group = zarr.open_group(str(tmp), mode="w")
         n = len(plan.x)
         chunks = (max(1, min(_PLAN_CHUNK, n)),)
         group.create_array("plan_x", data=plan.x, chunks=chunks)
@@ -955,7 +964,8 @@ class _RunStore:
                 "probe": probe.tolist(),
             }
         )
-        return cls(group, path)
+        tmp.replace(path)
+        return cls(zarr.open_group(str(path), mode="r+"), path)
 
     def probabilities(self) -> npt.NDArray[np.float32]:
         return np.asarray(self._group["plan_probability"][...], dtype=np.float32)

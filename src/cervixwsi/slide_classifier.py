@@ -11,7 +11,10 @@ selection never sees the validation slides.
 A fitted classifier is saved with :meth:`SlideClassifier.save` to one file:
 a zip archive holding the forest in the skops format (loaded with an explicit
 list of trusted types, never by unpickling) and a JSON record of the feature
-names, preset, thresholds and versions, which are checked at predict time.
+names, preset, thresholds and versions.  At predict time the feature names
+(which carry the thresholds, e.g. ``max_probability@0.9``) and the preset are
+checked against the table given; a different scikit-learn version is a warning
+at load.
 
 Examples
 --------
@@ -615,16 +618,19 @@ def cross_validate(
     values, names, preset = _as_matrix(X, feature_names)
     labels = _as_labels(y, values.shape[0])
     template = classifier if classifier is not None else SlideClassifier()
-    if isinstance(cv, int):
+    if isinstance(cv, bool):
+        raise ParameterError(f"cv must be a number of folds or an iterable of splits, got {cv!r}")
+    if isinstance(cv, int | np.integer):
         from sklearn.model_selection import StratifiedKFold
 
+        k = int(cv)
         counts = np.bincount(labels, minlength=2)
-        if cv < 2 or counts.min() < cv:
+        if k < 2 or counts.min() < k:
             raise ClassifierError(
-                f"{cv}-fold stratified cross-validation needs cv >= 2 and at least {cv} slides "
+                f"{k}-fold stratified cross-validation needs cv >= 2 and at least {k} slides "
                 f"of each class, got {counts[0]} normal and {counts[1]} tumor"
             )
-        splitter = StratifiedKFold(n_splits=cv, shuffle=seed is not None, random_state=seed)
+        splitter = StratifiedKFold(n_splits=k, shuffle=seed is not None, random_state=seed)
         splits = [(tr, te) for tr, te in splitter.split(values, labels)]
     else:
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv]

@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import time
 import warnings
@@ -263,7 +264,8 @@ def _positive_int(owner: str, name: str, value: Any) -> int:
 
 
 def _check_fraction(owner: str, name: str, value: Any) -> None:
-    if not (isinstance(value, int | float) and 0 <= value <= 1):
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    if not (real and 0 <= value <= 1):
         raise ParameterError(f"{owner}.{name} must be a number in [0, 1], got {value!r}")
 
 

@@ -355,6 +355,7 @@ class PatchClassifier:
     def __post_init__(self) -> None:
         self._infer: tuple[str, Inference] | None = None
         self._source: Path | None = None  # the .keras file this model was saved to / loaded from
+        self._fingerprint: str | None = None  # of model_'s weights, computed once
 
     # ------------------------------------------------------------------ parameters
 
@@ -467,6 +468,7 @@ class PatchClassifier:
         self.class_counts_ = np.zeros(2, dtype=np.int64)
         self.history_ = TrainingHistory._from_rows([], None)
         self._infer = None
+        self._fingerprint = None
         self._source = None
         return self
 
@@ -601,6 +603,7 @@ class PatchClassifier:
         csv_file = None if directory is None else directory / "history.csv"
         self.history_ = TrainingHistory._from_rows(rows, csv_file)
         self._infer = None
+        self._fingerprint = None
         self._source = None  # a saved file (and its ONNX cache) holds other weights now
         return self
 
@@ -683,9 +686,11 @@ class PatchClassifier:
         base = f"{self.arch}-{self.input_size}"
         if not hasattr(self, "model_"):
             return base
-        from cervixwsi.models._engine import model_fingerprint
+        if self._fingerprint is None:
+            from cervixwsi.models._engine import model_fingerprint
 
-        return f"{base}-{model_fingerprint(self.model_, self.input_size)[:8]}"
+            self._fingerprint = model_fingerprint(self.model_, self.input_size)
+        return f"{base}-{self._fingerprint[:8]}"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
