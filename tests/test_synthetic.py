@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import pathlib
 
 import cv2
@@ -269,6 +270,60 @@ def test_pen_ink_is_coloured_but_not_tissue() -> None:
     r, c = rows[rows.size // 2], cols[cols.size // 2]
     pixel = render_region(layout, int(c) * 16, int(r) * 16, 16, 16).reshape(-1, 3).mean(axis=0)
     assert pixel.min() < 170  # ink, not glass
+
+
+def _without(layout, field: int | None = None, artifact: str | None = None):  # type: ignore[no-untyped-def]
+    """The same layout with one artifact field zeroed or one artifact left out of the spec."""
+    if field is not None:
+        fields = layout.artifact_fields.copy()
+        fields[..., field] = 0.0
+        return dataclasses.replace(layout, artifact_fields=fields)
+    spec = dataclasses.replace(
+        layout.spec, artifacts=tuple(a for a in layout.spec.artifacts if a != artifact)
+    )
+    return dataclasses.replace(layout, spec=spec)
+
+
+def _window_where(mask: np.ndarray, side: int = 16) -> tuple[int, int]:
+    """Level-0 top-left of a 16-cell-wide window well inside ``mask`` (layout cells of 16 px)."""
+    rows, cols = np.nonzero(erode(mask, 2))
+    assert rows.size, "the artifact is not in this layout"
+    r, c = rows[rows.size // 2], cols[cols.size // 2]
+    return int(c) * 16 - side // 2, int(r) * 16 - side // 2
+
+
+def test_a_fold_darkens_the_doubled_tissue() -> None:
+    layout = make_layout(SyntheticSlideSpec(**SMALL, seed=5, artifacts=("fold",), tumor=False))
+    fold = (layout.artifact_fields[..., F.FOLD] > 0.8) & layout.tissue_mask.array
+    x, y = _window_where(fold)
+    with_fold = render_region(layout, x, y, 64, 64).astype(float).mean()
+    without = render_region(_without(layout, field=F.FOLD), x, y, 64, 64).astype(float).mean()
+    assert with_fold < without - 10  # about twice the stain: clearly darker
+
+
+def test_blur_takes_the_fine_detail_out_of_focus() -> None:
+    layout = make_layout(SyntheticSlideSpec(**SMALL, seed=5, artifacts=("blur",), tumor=True))
+    blurred = (layout.artifact_fields[..., F.BLUR] > 0.9) & layout.tissue_mask.array
+    x, y = _window_where(blurred)
+
+    def detail(rgb: np.ndarray) -> float:  # variance of the Laplacian: sharpness
+        grey = rgb.astype(float).mean(axis=2)
+        return float(ndimage.laplace(grey)[2:-2, 2:-2].var())
+
+    sharp = detail(render_region(_without(layout, field=F.BLUR), x, y, 96, 96))
+    soft = detail(render_region(layout, x, y, 96, 96))
+    assert soft < 0.3 * sharp
+
+
+def test_dust_specks_lie_on_glass_and_tissue() -> None:
+    layout = make_layout(SyntheticSlideSpec(**SMALL, seed=5, artifacts=("dust",), tumor=False))
+    with_dust = render_region(layout, 0, 0, 2048, 2048).astype(np.int16)
+    clean = render_region(_without(layout, artifact="dust"), 0, 0, 2048, 2048).astype(np.int16)
+    specks = (clean - with_dust).max(axis=2) > 40  # clearly darker pixels
+    assert specks.any()
+    glass = ~np.kron(layout.tissue_mask.array, np.ones((16, 16), bool))[:2048, :2048]
+    assert (specks & glass).any() and (specks & ~glass).any()
+    assert specks.mean() < 0.01  # specks, not a veil
 
 
 def test_stain_variation_changes_colours_between_slides() -> None:
