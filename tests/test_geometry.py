@@ -13,7 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cervixwsi.errors import GeometryError
-from cervixwsi.geometry import Box, Raster, Window, axis_overlap_matrix
+from cervixwsi.geometry import Box, Raster, Window, axis_overlap_matrix, level_for_downsample
 
 TOL = 1e-6  # level-0 pixels
 
@@ -341,3 +341,22 @@ class TestResample:
         fine = src.resample(d / k)
         back = fine.resample(d)
         np.testing.assert_array_equal(back.array, labels)
+
+
+# --- choosing a level --------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.floats(1.0, 512.0), min_size=1, max_size=8).map(lambda d: [1.0, *sorted(d)]),
+    st.floats(0.1, 1000.0),
+)
+def test_level_for_downsample_is_the_coarsest_level_not_coarser_than_asked(
+    downsamples: list[float], target: float
+) -> None:
+    k = level_for_downsample(downsamples, target)
+    fine_enough = [i for i, d in enumerate(downsamples) if d <= target * 1.01]
+    if not fine_enough:
+        assert k == 0  # even level 0 is coarser: read level 0
+    else:
+        assert downsamples[k] <= target * 1.01
+        assert downsamples[k] == max(downsamples[i] for i in fine_enough)

@@ -27,6 +27,7 @@ Box(x=768.0, y=512.0, width=232.0, height=188.0)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ import numpy.typing as npt
 
 from cervixwsi.errors import GeometryError
 
-__all__ = ["Box", "Raster", "Window", "axis_overlap_matrix"]
+__all__ = ["Box", "Raster", "Window", "axis_overlap_matrix", "level_for_downsample"]
 
 # Relative tolerance under which a coordinate divided by a downsample is taken to be
 # an integer, so that ``window -> box -> window`` round-trips despite float rounding.
@@ -242,6 +243,32 @@ def _axis_cells(n: int, d: float, length: float) -> tuple[npt.NDArray[np.float64
     if n:
         ends[-1] = length
     return np.minimum(starts, length), ends
+
+
+def level_for_downsample(
+    level_downsamples: Sequence[float], downsample: float, *, tolerance: float = 0.01
+) -> int:
+    """The coarsest pyramid level at least as fine as ``downsample``.
+
+    That is the level with the largest downsample that is at most ``downsample``
+    (within ``tolerance``, relative, for scanners' rounding), so that reading it
+    and reducing it never upsamples; level 0 when even level 0 is coarser.  The
+    one rule behind ``Slide.level_for_mpp``, ``TissueMasker`` and ``PatchGrid``'s
+    choice of level.
+
+    Examples
+    --------
+    >>> level_for_downsample([1.0, 4.0003, 16.002], 4.0)
+    1
+    >>> level_for_downsample([1.0, 4.0, 16.0], 0.5), level_for_downsample([1.0, 4.0], 100)
+    (0, 1)
+    """
+    limit = float(downsample) * (1.0 + tolerance)
+    best = 0
+    for k, d in enumerate(level_downsamples):
+        if d <= limit and d >= level_downsamples[best]:
+            best = k
+    return best
 
 
 def axis_overlap_matrix(n_out: int, d_out: float, n_in: int, d_in: float, length: float) -> Any:

@@ -74,6 +74,7 @@ from cervixwsi.errors import (
     SlideOpenError,
     SlideReadError,
 )
+from cervixwsi.geometry import level_for_downsample
 
 __all__ = ["ArraySlide", "BaseSlide", "Slide", "write_pyramid"]
 
@@ -315,13 +316,9 @@ class BaseSlide(abc.ABC):
         >>> [s.level_for_mpp(m) for m in (0.1, 0.25, 0.5, 0.99, 1.004, 8.0)]
         [0, 0, 1, 1, 2, 2]
         """
-        target = _positive_mpp(mpp) * 1.01
+        target = _positive_mpp(mpp)
         base = self._require_mpp()
-        best = 0
-        for k, d in enumerate(self._level_downsamples):
-            if max(base) * d <= target:
-                best = k
-        return best
+        return level_for_downsample(self._level_downsamples, target / max(base))
 
     # --- pixels ---------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from cervixwsi.errors import (
     SamplingError,
     StoreMismatchError,
 )
-from cervixwsi.geometry import Raster
+from cervixwsi.geometry import Raster, level_for_downsample
 from cervixwsi.tissue import SlideLike, TissueMask, TissueMasker
 
 if TYPE_CHECKING:
@@ -289,11 +289,7 @@ def _resolve(slide: SlideLike, level: int, mpp: float | None, owner: str) -> tup
             "records no mpp; give a level instead"
         )
     downsample = mpp / mpp0
-    best = 0
-    for k, ds in enumerate(slide.level_downsamples):
-        if ds <= downsample * 1.01 and ds >= slide.level_downsamples[best]:
-            best = k
-    return best, downsample
+    return level_for_downsample(slide.level_downsamples, downsample), downsample
 
 
 def _check_mask(mask: Raster | None, dims: tuple[int, int], what: str) -> TissueMask | None:

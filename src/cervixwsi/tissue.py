@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cervixwsi.errors import GeometryError, ParameterError, RegionError, ResultFileError
-from cervixwsi.geometry import Box, Raster, Window
+from cervixwsi.geometry import Box, Raster, Window, level_for_downsample
 
 __all__ = ["SlideLike", "TissueMask", "TissueMasker", "pen_mask"]
 
@@ -713,11 +713,7 @@ class TissueMasker:
             _check_level(slide, self.level)
             return self.level
         mpp0 = _slide_mpp(slide, self.assumed_mpp)
-        best = 0
-        for k, ds in enumerate(slide.level_downsamples):
-            if mpp0 * ds <= self.mpp * 1.01 and ds >= slide.level_downsamples[best]:
-                best = k
-        return best
+        return level_for_downsample(slide.level_downsamples, self.mpp / mpp0)
 
     def mask(self, slide: SlideLike) -> TissueMask:
         """Detect tissue on ``slide`` (one whole low-resolution level is read).
