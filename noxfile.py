@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (doctests included); pass pytest options after ``--``."""
     session.install("-e", ".[tf,onnx,test]")
     args = session.posargs or ["-n", str(min(os.cpu_count() or 1, 2)), "--durations=15"]
-    session.run("pytest", *args, env={"MPLBACKEND": "Agg"})
+    session.run("pytest", *args, env={"MPLBACKEND": "Agg", "HYPOTHESIS_PROFILE": "ci"})
 
 
 @nox.session(python=PYTHON)

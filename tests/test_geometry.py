@@ -217,9 +217,11 @@ class TestWindows:
         extent = level0_extent_of(raster, window)
         assert extent.x <= inside.x + TOL and extent.y <= inside.y + TOL
         assert inside.x1 <= extent.x1 + TOL and inside.y1 <= extent.y1 + TOL
-        # ... and is the smallest such window: dropping any edge row/column uncovers it.
-        d = raster.downsample
-        assert (window.col0 + 1) * d > inside.x - TOL
+        # ... and is the smallest such window: dropping any edge row/column uncovers it
+        # (the last column ends at the slide's edge, also in a floor-shaped raster).
+        d, width = raster.downsample, raster.slide_dimensions[0]
+        first_col_end = width if window.col0 == cols - 1 else (window.col0 + 1) * d
+        assert first_col_end > inside.x - TOL
         assert (window.col1 - 1) * d < inside.x1 + TOL
 
     @given(raster_and_box())
@@ -360,3 +362,11 @@ def test_level_for_downsample_is_the_coarsest_level_not_coarser_than_asked(
     else:
         assert downsamples[k] <= target * 1.01
         assert downsamples[k] == max(downsamples[i] for i in fine_enough)
+
+
+def test_pixel_edges_that_are_integers_up_to_rounding_are_integers() -> None:
+    # 230 * 1.1 == 253.00000000000003 in floats: the pixel still ends at level-0 y = 253.
+    raster = Raster(np.zeros((231, 1)), 1.1, (1, 254))
+    box = raster.pixel_to_box(229, 0)
+    assert box.y1 == 253
+    assert raster.to_index(0, 252) == (229, 0)

@@ -489,8 +489,9 @@ class Raster:
         The last pixel reaches the slide's edge (also in a floor-shaped raster).
         """
         d = self._downsample
-        start = min(k0 * d, length)
-        end = float(length) if k1 >= n and k1 > k0 else min(k1 * d, length)
+        # Snapped: 230 * 1.1 is 253.00000000000003 in floats, and means level-0 x = 253.
+        start = min(_snap(k0 * d), length)
+        end = float(length) if k1 >= n and k1 > k0 else min(_snap(k1 * d), length)
         return float(start), max(float(end), float(start))
 
     def pixel_to_box(self, row: int, col: int) -> Box:
