@@ -43,8 +43,10 @@ import numpy as np
 
 from cervixwsi.annotations import rasterize, read_asap_xml
 from cervixwsi.features import HeatmapFeatureExtractor
-from cervixwsi.heatmap import Heatmap, HeatmapGenerator
+from cervixwsi.geometry import Raster
+from cervixwsi.heatmap import Heatmap, HeatmapGenerator, PatchPredictor
 from cervixwsi.metrics import FROCEvaluator, auc_ci, detect_lesions, roc_curve
+from cervixwsi.models import PatchClassifier  # TensorFlow loads when a model is built
 from cervixwsi.plotting import plot_froc, plot_roc
 from cervixwsi.slide import Slide
 from cervixwsi.slide_classifier import SlideClassifier, cross_validate
@@ -59,7 +61,7 @@ def step(text: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:6.1f} s] {text}")
 
 
-def tumor_mask(row: CohortRow, slide: Slide, downsample: int = 16) -> object:
+def tumor_mask(row: CohortRow, slide: Slide, downsample: int = 16) -> Raster | None:
     """The slide's annotated tumor as a boolean raster (None for a normal slide)."""
     if row.label != "tumor":
         return None
@@ -93,9 +95,9 @@ def build_patch_store(rows: list[CohortRow], out: Path, patch: int, scale: float
     )
 
 
-def train_cnn(train: PatchStore, validation: PatchStore, args: argparse.Namespace) -> object:
-    from cervixwsi.models import PatchClassifier
-
+def train_cnn(
+    train: PatchStore, validation: PatchStore, args: argparse.Namespace
+) -> PatchClassifier:
     path = args.out / "patch_cnn.keras"
     if path.exists():
         return PatchClassifier.load(path)
@@ -118,10 +120,12 @@ def train_cnn(train: PatchStore, validation: PatchStore, args: argparse.Namespac
     return clf
 
 
-def heatmaps(rows: list[CohortRow], predictor: object, args: argparse.Namespace) -> list[Heatmap]:
+def heatmaps(
+    rows: list[CohortRow], predictor: PatchPredictor, args: argparse.Namespace
+) -> list[Heatmap]:
     """One heatmap per slide, resumable (``heatmaps/<id>.zarr``)."""
     generator = HeatmapGenerator(
-        predictor,  # type: ignore[arg-type]
+        predictor,
         patch_size=args.patch,
         masker=MASKER,
         batch_size=32,
