@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import numpy.typing as npt
+from _memory import peak_rss_mib
 
 from cervixwsi.heatmap import HeatmapGenerator
 from cervixwsi.synthetic import SyntheticSlideSpec, make_slide
@@ -130,21 +130,6 @@ class Redness:
 
     def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         return (batch[..., 0].mean(axis=(1, 2)) / 255).astype(np.float32)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (MiB).
-
-    ``VmHWM`` where Linux has it: ``getrusage``'s ``ru_maxrss`` survives ``exec``, so
-    a child of a big parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child_memory(path: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _memory import peak_rss_mib
 
 SIZE = 40_000
 TILE = 256
@@ -149,7 +149,7 @@ def measure(kind: str, path: str, n_reads: int, n_thumbs: int, seed: int) -> dic
             s.close()
 
     result["lowest level whole/s (reopened)"] = rate(thumbnail, list(range(n_thumbs)))
-    result["peak RSS MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak RSS MiB"] = peak_rss_mib()
     return result
 
 

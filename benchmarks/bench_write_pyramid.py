@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from _memory import peak_rss_mib
 
 TILE = 256
 
@@ -48,18 +48,6 @@ def _tiles() -> list[npt.NDArray[np.uint8]]:
     return tiles
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB): ``VmHWM`` where Linux has it, since
-    ``getrusage``'s ``ru_maxrss`` survives ``exec`` and would start at the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(kind: str, size: int, out: Path) -> dict[str, float]:
     # Import everything both writers use before the clock starts.
     import cv2
@@ -75,7 +63,7 @@ def _child(kind: str, size: int, out: Path) -> dict[str, float]:
         return tiles[(x // TILE * 7 + y // TILE * 3) % 16][:height, :width]
 
     if kind == "stream":
-        baseline = _peak_rss_mb()
+        baseline = peak_rss_mib()
         start = time.perf_counter()
         write_pyramid(path, source, mpp=0.25, dimensions=(size, size), quality=90)
         seconds = time.perf_counter() - start
@@ -88,7 +76,7 @@ def _child(kind: str, size: int, out: Path) -> dict[str, float]:
             for x in range(0, size, TILE):
                 h, w = min(TILE, size - y), min(TILE, size - x)
                 image[y : y + h, x : x + w] = source(x, y, w, h)
-        baseline = _peak_rss_mb()
+        baseline = peak_rss_mib()
         start = time.perf_counter()
         options = {
             "tile": (TILE, TILE),
@@ -109,7 +97,7 @@ def _child(kind: str, size: int, out: Path) -> dict[str, float]:
         "seconds": seconds,
         "mp_per_s": size * size / 1e6 / seconds,
         "baseline_rss_mb": baseline,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mib(),
         "file_mb": path.stat().st_size / 1e6,
     }
 
