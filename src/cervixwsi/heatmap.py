@@ -35,7 +35,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import pathlib
 import queue
@@ -624,8 +623,8 @@ class HeatmapGenerator:
             include_partial=True,
         )
         coords = grid.coords(slide, tissue)
-        width, height = slide.dimensions
-        shape = (math.ceil(height / stride0 - 1e-9), math.ceil(width / stride0 - 1e-9))
+        assert coords.grid_shape is not None  # a PatchGrid always lays one
+        shape = coords.grid_shape
         rows = np.asarray(coords.rows, dtype=np.int64)
         cols = np.asarray(coords.cols, dtype=np.int64)
         plan = _Plan(
