@@ -737,3 +737,11 @@ def test_at_level_needs_a_level_of_the_slide() -> None:
     assert mask.at_level(slide, 1).shape == (4, 4)
     with pytest.raises(RegionError):
         mask.at_level(slide, 5)
+
+
+def test_a_mask_shaped_like_a_pyramid_level_covers_the_whole_slide() -> None:
+    # 9 level-0 pixels at downsample 4 make a 2-pixel level: its last pixel is 5 wide.
+    mask = TissueMask(np.ones((2, 2), bool), 4, (9, 9), mpp=1.0)
+    assert mask.area_px == 81 and mask.area_um2 == 81
+    assert mask.fraction(Box(0, 0, 9, 9)) == pytest.approx(1.0)
+    assert mask.boxes() == [Box(0, 0, 9, 9)]
