@@ -1,16 +1,17 @@
-"""Shared fixtures: the developers' ``../shared/data`` and seeded randomness."""
+"""Shared fixtures: the real test files in ``tests/data``, seeded randomness, optional peers."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CERVIXWSI_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = ROOT / "tests" / "data"
 
 # "ci" (what `nox -s tests` runs): a fixed set of examples, so a run is reproducible and
 # CI never goes red by chance; "dev" (plain pytest): fresh random examples every run;
@@ -30,23 +31,36 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` beside the repository; tests that need it skip without it."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"the developers' shared data is not here ({SHARED_DATA})")
-    return SHARED_DATA
+def real_data() -> Path:
+    """``tests/data``: the small real files shipped with the tests (see its README)."""
+    return DATA
 
 
 @pytest.fixture(scope="session")
-def shared_slides(shared_data: Path) -> Path:
-    """The real slide files in ``../shared/data/slides``."""
-    return shared_data / "slides"
+def real_slides() -> Path:
+    """The real slide files in ``tests/data/slides``."""
+    return DATA / "slides"
 
 
 @pytest.fixture(scope="session")
-def shared_tiles(shared_data: Path) -> Path:
-    """The real H&E crops in ``../shared/data/tiles``."""
-    return shared_data / "tiles"
+def real_tiles() -> Path:
+    """The real H&E crops in ``tests/data/tiles``."""
+    return DATA / "tiles"
+
+
+@pytest.fixture(scope="session")
+def openslide() -> Any:
+    """OpenSlide, the peer for pixel comparisons; only the tests that ask for it skip without it.
+
+    Never skip on cervixwsi's own modules: a library import error must fail the suite.
+    """
+    return pytest.importorskip("openslide")
+
+
+@pytest.fixture(scope="session")
+def tiffslide() -> Any:
+    """tiffslide, a second peer that must open what cervixwsi writes."""
+    return pytest.importorskip("tiffslide")
 
 
 @pytest.fixture
