@@ -77,6 +77,15 @@ class RegionError(SlideError, ValueError):
     """A requested region is invalid: negative size, unknown level, bad location."""
 
 
+class LevelError(RegionError, ParameterError):
+    """A level or resolution the slide does not have: no such level, or no recorded mpp.
+
+    Raised by :func:`cervixwsi.geometry.resolve_level`, the one rule every stage uses to
+    choose a level, so the same request fails the same way everywhere.  It is both a
+    :class:`RegionError` and a :class:`ParameterError` (and so a ``ValueError``).
+    """
+
+
 # --- geometry, annotations ------------------------------------------------------------
 
 

@@ -1,0 +1,92 @@
+"""Atomic file and directory writes: the one way cervixwsi puts a result on disk.
+
+A result is written under a temporary name beside its place and renamed into it
+(``Path.replace``, atomic on one file system), so a reader never sees a half-written
+file and an interrupted write leaves the old result (or nothing) in place.
+
+The temporary name is new and created by a plain ``open`` / ``mkdir``, so the file gets
+the permissions the process's umask allows (``0644`` under the usual umask 022), like
+any file a user writes: colleagues on a shared lab server can read slides, annotations,
+heatmaps and training histories.  (``tempfile.mkstemp`` would make them ``0600``.)
+
+Examples
+--------
+>>> import pathlib, tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     path = pathlib.Path(d) / "note.txt"
+...     atomic_write_text(path, "hello\\n")
+...     path.read_text()
+'hello\\n'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]
+
+
+def temporary_sibling(path: str | os.PathLike[str]) -> Path:
+    """A fresh, unused name beside ``path`` for writing it: ``.<name>.<pid>.<random>.tmp``.
+
+    Hidden (a leading dot), unique across processes and threads, and in the same
+    directory, so renaming it onto ``path`` is atomic.
+    """
+    target = Path(path)
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary name for ``path``; rename it into place when the block succeeds.
+
+    The caller (or the library it calls: tifffile, Keras, zarr) creates the file or
+    directory at the yielded name.  On an exception the temporary is removed and
+    ``path`` is left as it was.  A directory can only replace ``path`` when ``path``
+    does not exist or is an empty directory.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     target = pathlib.Path(d) / "store"
+    ...     with atomic_path(target) as tmp:
+    ...         tmp.mkdir()
+    ...         _ = (tmp / "a").write_text("1")
+    ...     sorted(p.name for p in pathlib.Path(d).iterdir()), (target / "a").read_text()
+    (['store'], '1')
+    """
+    target = Path(path)
+    tmp = temporary_sibling(target)
+    try:
+        yield tmp
+        tmp.replace(target)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp, tmp.open("xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode(encoding))
