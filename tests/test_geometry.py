@@ -98,6 +98,13 @@ class TestBox:
         with pytest.raises(GeometryError, match="positive"):
             Box(0, 0, 1, 1).scale(0)
 
+    def test_intersection_does_not_round_past_the_boxes_it_came_from(self) -> None:
+        # 1.8665... + (4098.82... - 1.8665...) rounds one ulp above 4098.82... in floats.
+        a, b = Box(1.8665199742076766, 0.0, 4097.0, 1.0), Box(0.0, 0.0, 4098.824419642516, 1.0)
+        inter = a.intersection(b)
+        assert inter is not None and a.contains(inter) and b.contains(inter)
+        assert inter.width == pytest.approx(4096.9578996683085, abs=1e-9)
+
     @given(
         st.tuples(*[st.floats(-1e4, 1e4) for _ in range(2)], *[st.floats(0, 1e4)] * 2),
         st.tuples(*[st.floats(-1e4, 1e4) for _ in range(2)], *[st.floats(0, 1e4)] * 2),

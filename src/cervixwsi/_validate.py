@@ -61,6 +61,13 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
+def _shown(value: Any) -> str:
+    """How a value appears in a message: NumPy scalars as the number they hold."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _range_words(
     lo: float | None, hi: float | None, *, lo_open: bool = False, hi_open: bool = False
 ) -> str:
@@ -90,10 +97,10 @@ def check_int(value: Any, name: str, *, min: int | None = None, max: int | None 
     """
     valid = f"an integer{_range_words(min, max)}"
     if not is_int(value):
-        raise ParameterError(f"{name} must be {valid}, got {value!r}")
+        raise ParameterError(f"{name} must be {valid}, got {_shown(value)}")
     number = int(value)
     if (min is not None and number < min) or (max is not None and number > max):
-        raise ParameterError(f"{name} must be {valid}, got {value!r}")
+        raise ParameterError(f"{name} must be {valid}, got {_shown(value)}")
     return number
 
 
@@ -134,14 +141,14 @@ def check_real(
     bounds = _range_words(min, max, lo_open=min_open, hi_open=max_open)
     valid = f"{'a finite' if finite else 'a'} number{bounds}"
     if not is_real(value):
-        raise ParameterError(f"{name} must be {valid}, got {value!r}")
+        raise ParameterError(f"{name} must be {valid}, got {_shown(value)}")
     number = float(value)
     if math.isnan(number) or (finite and not math.isfinite(number)):
-        raise ParameterError(f"{name} must be {valid}, got {value!r}")
+        raise ParameterError(f"{name} must be {valid}, got {_shown(value)}")
     below = min is not None and (number <= min if min_open else number < min)
     above = max is not None and (number >= max if max_open else number > max)
     if below or above:
-        raise ParameterError(f"{name} must be {valid}, got {value!r}")
+        raise ParameterError(f"{name} must be {valid}, got {_shown(value)}")
     return number
 
 
@@ -174,5 +181,5 @@ def check_choice(value: T, name: str, choices: Collection[T]) -> T:
         ok = False
     if not ok:
         words = ", ".join(repr(c) for c in choices)
-        raise ParameterError(f"{name} must be one of {words}, got {value!r}")
+        raise ParameterError(f"{name} must be one of {words}, got {_shown(value)}")
     return value

@@ -30,6 +30,18 @@ def _check_finite(name: str, value: float) -> None:
         raise GeometryError(f"{name} must be finite, got {value!r}")
 
 
+def _span(start: float, end: float) -> float:
+    """The largest length from ``start`` that does not end past ``end`` in floating point.
+
+    ``start + (end - start)`` can round one ulp above ``end``; an intersection built from
+    it would then not lie inside the boxes it came from.
+    """
+    length = end - start
+    while length > 0 and start + length > end:
+        length = math.nextafter(length, 0.0)
+    return length
+
+
 @dataclass(frozen=True, slots=True)
 class Box:
     """An axis-aligned rectangle in level-0 pixel coordinates.
@@ -124,7 +136,7 @@ class Box:
         x1, y1 = min(self.x1, other.x1), min(self.y1, other.y1)
         if x1 <= x0 or y1 <= y0:
             return None
-        return Box(x0, y0, x1 - x0, y1 - y0)
+        return Box(x0, y0, _span(x0, x1), _span(y0, y1))
 
     def intersects(self, other: Box) -> bool:
         """True when the boxes share a region of positive area."""
