@@ -33,11 +33,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and mypy --strict on ``src/``."""
-    session.install("-e", ".[plot]", "ruff>=0.6", "mypy>=1.10")
+    """ruff, mypy --strict on ``src/``, and the import contracts (layers; TensorFlow in models)."""
+    session.install("-e", ".[plot]", "ruff>=0.6", "mypy>=1.10", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "src")
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)

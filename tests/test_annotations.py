@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 from matplotlib.path import Path as MplPath
 from scipy import ndimage
 
+import cervixwsi.annotations
 from cervixwsi.annotations import (
     Annotation,
     AnnotationSet,
@@ -149,6 +154,15 @@ def test_annotation_set() -> None:
         AnnotationSet([SQUARE])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("factor", [0, -1.0, np.nan, np.inf, True, "2"])
+def test_scale_factor_must_be_a_positive_finite_number(factor: object) -> None:
+    with pytest.raises(
+        ParameterError, match=r"Annotation\.scale factor must be a finite number > 0"
+    ):
+        Annotation(SQUARE).scale(factor)  # type: ignore[arg-type]
+    assert Annotation(SQUARE).scale(np.float32(0.5)).area == 25.0
+
+
 # --- ASAP XML -------------------------------------------------------------------------
 
 
@@ -248,8 +262,22 @@ def test_invalid_asap_polygons_raise_or_skip(tmp_path: Path, points: str, match:
 def test_asap_missing_file_and_bad_errors_argument(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_asap_xml(tmp_path / "none.xml")
-    with pytest.raises(ParameterError, match="errors must be"):
+    with pytest.raises(ParameterError, match=r"read_asap_xml\.errors must be one of"):
         read_asap_xml(tmp_path / "none.xml", errors="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"read_geojson\.errors must be one of"):
+        read_geojson(tmp_path / "none.json", errors="ignore")  # type: ignore[arg-type]
+
+
+def test_written_files_get_the_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_asap_xml([Annotation(SQUARE)], tmp_path / "a.xml")
+        write_geojson([Annotation(SQUARE)], tmp_path / "a.geojson")
+    finally:
+        os.umask(old)
+    for name in ("a.xml", "a.geojson"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.geojson", "a.xml"]
 
 
 def test_an_empty_asap_file_has_no_annotations(tmp_path: Path) -> None:
@@ -521,6 +549,31 @@ def test_rasterize_grid_from_a_raster_or_from_slide_dimensions() -> None:
         rasterize([], (3, 4), 1.0, slide_dimensions=(400, 300))
     with pytest.raises(ParameterError, match="rows, cols"):
         rasterize([], "big")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="rasterize shape rows must be an integer >= 1"):
+        rasterize([], (0, 4))
+    with pytest.raises(ParameterError, match="rasterize shape cols must be an integer >= 1"):
+        rasterize([], (4, 2.5))  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"rasterize\.downsample must be a finite number > 0"):
+        rasterize([], (3, 4), -2.0)
+    with pytest.raises(ParameterError, match=r"rasterize\.outside must be one of 'clip', 'raise'"):
+        rasterize([], (3, 4), outside="drop")  # type: ignore[arg-type]
+    assert rasterize([], (np.int64(3), np.int32(4)), np.float32(2)).shape == (3, 4)
+
+
+def test_to_mask_is_rasterize_as_a_method() -> None:
+    s = AnnotationSet(
+        [Annotation(SQUARE * 6), Annotation(SQUARE * 2 + 10, label="exclusion")], source="s.xml"
+    )
+    tissue = Raster(np.zeros((10, 12), bool), 8.0, (96, 80), mpp=0.5)
+    mask = s.to_mask(tissue)
+    assert mask.same_grid(tissue) and mask.mpp == 0.5
+    np.testing.assert_array_equal(mask.array, rasterize(s, tissue).array)
+    np.testing.assert_array_equal(
+        s.to_mask((10, 12), 8.0, slide_dimensions=(96, 80), classes=("exclusion",)).array,
+        rasterize(s, (10, 12), 8.0, slide_dimensions=(96, 80), classes=("exclusion",)).array,
+    )
+    with pytest.raises(GeometryError, match="outside"):
+        AnnotationSet([Annotation(SQUARE * 100)]).to_mask(tissue, outside="raise")
 
 
 def test_unknown_class_and_far_coordinates_warn_or_raise() -> None:
@@ -598,3 +651,29 @@ def test_tracing_keeps_holes_and_islands_in_level0_coordinates(rng: np.random.Ge
     assert len(annotations_from_mask(Raster(np.zeros((3, 3), bool), 1, (3, 3)))) == 0
     with pytest.raises(ParameterError, match="simplify"):
         annotations_from_mask(mask, simplify=-1)
+
+
+# --- layers ---------------------------------------------------------------------------
+
+
+def test_annotations_depend_only_on_the_bottom_layer() -> None:
+    package = Path(cervixwsi.annotations.__file__).parent
+    imported: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    bottom = {"cervixwsi.errors", "cervixwsi.geometry", "cervixwsi._validate", "cervixwsi._io"}
+    above = {
+        m
+        for m in imported
+        if m.split(".")[0] == "cervixwsi"
+        and m not in bottom
+        and not m.startswith("cervixwsi.annotations")
+    }
+    assert not above, f"cervixwsi.annotations imports {sorted(above)}"
+    code = "import sys, cervixwsi.annotations; print('cervixwsi.metrics' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -27,6 +27,7 @@ from cervixwsi.features import (
     unit_of,
 )
 from cervixwsi.geometry import Raster
+from cervixwsi.heatmap import Heatmap, HeatmapInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 STRIDE = 256
@@ -374,11 +375,10 @@ def test_nan_inside_tissue_can_be_excluded_on_request(caplog: pytest.LogCaptureF
 
 
 def test_works_on_the_heatmap_class_of_the_heatmaps_stage() -> None:
-    hm = pytest.importorskip("cervixwsi.heatmap")
     p = np.full((4, 6), np.nan, np.float32)
     p[1:3, 1:5] = [[0.1, 0.95, 0.97, 0.2], [0.3, 0.92, 0.6, 0.1]]
-    info = hm.HeatmapInfo("s-42", 256, 0, 1.0, 256.0, 0.5, "demo")
-    h = hm.Heatmap(p, 256, (6 * 256, 4 * 256), tissue_mask=np.isfinite(p), info=info, mpp=0.5)
+    info = HeatmapInfo("s-42", 256, 0, 1.0, 256.0, 0.5, "demo")
+    h = Heatmap(p, 256, (6 * 256, 4 * 256), tissue_mask=np.isfinite(p), info=info, mpp=0.5)
     fv = EXTRACTOR.extract(h)
     assert fv.slide_id == "s-42"
     assert fv["n_regions@0.9"] == 1
@@ -571,7 +571,7 @@ def test_huge_regions_take_the_slow_exact_path(monkeypatch: pytest.MonkeyPatch) 
     p = ndimage.gaussian_filter(rng.random((40, 50)), 1.0)
     p = (p - p.min()) / np.ptp(p)
     fast = Regions(p, np.ones(p.shape, bool), 0.5)
-    monkeypatch.setattr("cervixwsi.features._EXACT_FLOAT_INT", 1)  # as if sums could round
+    monkeypatch.setattr("cervixwsi.features._regions._EXACT_FLOAT_INT", 1)  # as if sums could round
     slow = Regions(p, np.ones(p.shape, bool), 0.5)
     assert fast.count > 3
     for name in ("axis_major_length", "axis_minor_length", "eccentricity"):
@@ -597,13 +597,13 @@ def test_rotations_and_flips_do_not_change_features(p: np.ndarray, k: int, flip:
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-6)
 
 
-@given(p=maps, t1=st.floats(0.05, 1.0), t2=st.floats(0.05, 1.0))
+@given(p=maps, lo_milli=st.integers(50, 999), step_milli=st.integers(1, 950))
 def test_raising_the_threshold_never_increases_the_tumor_area(
-    p: np.ndarray, t1: float, t2: float
+    p: np.ndarray, lo_milli: int, step_milli: int
 ) -> None:
-    lo, hi = sorted((round(t1, 3), round(t2, 3)))
-    if lo == hi:
-        return
+    # Two distinct thresholds in [0.05, 1] by construction: no example passes vacuously.
+    lo, hi = lo_milli / 1000, min(lo_milli + step_milli, 1000) / 1000
+    assert lo < hi
     fv = HeatmapFeatureExtractor(thresholds=(lo, hi)).extract(heatmap(p))
     assert fv[f"total_tumor_area_um2@{hi:g}"] <= fv[f"total_tumor_area_um2@{lo:g}"]
     assert fv[f"tumor_tissue_ratio@{hi:g}"] <= fv[f"tumor_tissue_ratio@{lo:g}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cervixwsi.errors import HeatmapError, ParameterError, PredictorError, StoreMismatchError
-from cervixwsi.geometry import Raster
+from cervixwsi.errors import (
+    HeatmapError,
+    LevelError,
+    ParameterError,
+    PredictorError,
+    StoreMismatchError,
+)
+from cervixwsi.geometry import Raster, resolve_level
 from cervixwsi.heatmap import Heatmap, HeatmapGenerator, HeatmapInfo, PatchPredictor
+from cervixwsi.heatmap._overlay import colormap_rgb, overlay_key
 from cervixwsi.slide import ArraySlide, Slide
 from cervixwsi.tissue import TissueMask
 
@@ -174,6 +182,20 @@ def test_an_interrupted_run_resumes_without_repeating_or_losing_positions(
     assert third.seen == []
 
 
+def test_a_run_store_appears_whole_with_the_umasks_permissions(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    old = os.umask(0o022)
+    try:
+        HeatmapGenerator(PositionPredictor(), min_tissue=0.0, progress=False).generate(
+            position_slide, out=tmp_path / "run.zarr", tissue_mask=full_tissue(WIDTH, HEIGHT)
+        )
+    finally:
+        os.umask(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.zarr"]  # no temporary left beside it
+    assert (tmp_path / "run.zarr").stat().st_mode & 0o777 == 0o755
+
+
 class OtherPredictor(PositionPredictor):
     def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         return 1 - super().predict(batch)
@@ -231,11 +253,17 @@ def test_a_predictor_returning_nonsense_is_named_with_its_batch(
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"stride": 100}, "divisor"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"min_tissue": 1.5}, "min_tissue"),
+        ({"stride": 100}, "HeatmapGenerator.stride must be a positive divisor"),
+        ({"stride": 0}, "HeatmapGenerator.stride must be an integer >= 1, got 0"),
+        ({"stride": 128.0}, "HeatmapGenerator.stride must be an integer"),
+        ({"batch_size": 0}, "HeatmapGenerator.batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "HeatmapGenerator.batch_size must be an integer"),
+        ({"workers": 2.0}, "HeatmapGenerator.workers"),
+        ({"prefetch": -1}, "HeatmapGenerator.prefetch"),
+        ({"patch_size": "256"}, "HeatmapGenerator.patch_size"),
+        ({"min_tissue": 1.5}, "HeatmapGenerator.min_tissue"),
         ({"level": 0, "mpp": 0.5}, "not both"),
-        ({"level": 3}, "levels 0..0"),
+        ({"mpp": -1.0}, "mpp"),
     ],
 )
 def test_bad_parameters(position_slide: ArraySlide, kwargs: dict[str, Any], match: str) -> None:
@@ -243,6 +271,55 @@ def test_bad_parameters(position_slide: ArraySlide, kwargs: dict[str, Any], matc
         HeatmapGenerator(PositionPredictor(), progress=False, **kwargs).generate(
             position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT)
         )
+
+
+def test_numpy_integers_are_integers(position_slide: ArraySlide) -> None:
+    gen = HeatmapGenerator(
+        PositionPredictor(),
+        stride=np.int64(128),
+        batch_size=np.int32(7),
+        workers=np.uint8(2),
+        min_tissue=np.float32(0.0),
+        progress=False,
+    )
+    heat = gen.generate(position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    np.testing.assert_allclose(heat.array, expected_map(128), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("slide", "kwargs", "match"),
+    [
+        (ArraySlide(position_image(512, 512), mpp=0.5), {"level": 3}, "level 3 is not in slide"),
+        (ArraySlide(position_image(512, 512)), {"mpp": 1.0}, "records no µm per pixel"),
+    ],
+)
+def test_a_level_the_slide_cannot_give_is_a_level_error(
+    slide: ArraySlide, kwargs: dict[str, Any], match: str
+) -> None:
+    gen = HeatmapGenerator(PositionPredictor(), progress=False, **kwargs)
+    with pytest.raises(LevelError, match=match) as info:
+        gen.generate(slide, tissue_mask=full_tissue(512, 512))
+    assert "HeatmapGenerator" in str(info.value)
+    assert isinstance(info.value, ParameterError)
+
+
+@pytest.mark.parametrize("mpp", [0.5, 0.9, 1.0, 1.5, 2.0, 8.0])
+def test_the_level_for_an_mpp_is_the_one_resolve_level_chooses(mpp: float) -> None:
+    levels = [position_image(1024, 768)]
+    levels += [halve(levels[-1]), halve(halve(levels[-1]))]
+    slide = ArraySlide(levels, mpp=(0.5, 0.52), name="pyramid")
+    tissue = TissueMask(np.ones((192, 256), bool), 4, (1024, 768))
+    heat = HeatmapGenerator(
+        PositionPredictor(), mpp=mpp, patch_size=64, min_tissue=0.0, progress=False
+    ).generate(slide, tissue_mask=tissue)
+    level = resolve_level(slide, mpp=mpp)
+    assert heat.info.level == level
+    assert heat.info.level_downsample == slide.level_downsamples[level]
+    assert heat.downsample == 64 * slide.level_downsamples[level]
+
+
+def halve(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    return np.ascontiguousarray(image[::2, ::2])
 
 
 def test_prefetching_is_bounded(position_slide: ArraySlide) -> None:
@@ -308,7 +385,7 @@ def test_probabilities_outside_0_1_or_mismatched_tissue_are_refused() -> None:
         Heatmap(np.zeros((1, 1)), 256, (256, 256), tissue_mask=np.ones((2, 2)), info=info)
 
 
-def test_export_as_pyramid_opens_in_slide_and_openslide(tmp_path: Path) -> None:
+def test_export_as_pyramid_opens_in_slide(tmp_path: Path) -> None:
     heat = small_heatmap()
     path = heat.to_pyramid(tmp_path / "heat.tif")
     with Slide(path) as slide:
@@ -316,25 +393,34 @@ def test_export_as_pyramid_opens_in_slide_and_openslide(tmp_path: Path) -> None:
         assert slide.mpp == pytest.approx((64.0, 64.0))
         gray = slide.read_region((0, 0), 0, (3, 2))[..., 0]
     np.testing.assert_array_equal(gray, [[0, 128, 0], [255, 64, 191]])
-    openslide = pytest.importorskip("openslide")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heat.tif"]  # no temporary left
+
+
+def test_export_as_pyramid_opens_in_openslide(tmp_path: Path, openslide: Any) -> None:
+    path = small_heatmap().to_pyramid(tmp_path / "heat.tif")
     with openslide.OpenSlide(str(path)) as osr:
         assert osr.dimensions == (3, 2)
         assert float(osr.properties["openslide.mpp-x"]) == pytest.approx(64.0)
 
 
+NO_KEY: dict[str, Any] = {"colorbar": False, "legend": False, "scale_bar": False}
+
+
 def test_overlay_colours_predicted_pixels_and_draws_the_ground_truth() -> None:
     heat = small_heatmap()
     thumb = np.full((50, 70, 3), 230, np.uint8)
-    plain = heat.overlay(thumb, max_size=70, alpha=0.0, tissue_outline=False)
+    plain = heat.overlay(thumb, max_size=70, alpha=0.0, tissue_outline=False, **NO_KEY)
     np.testing.assert_array_equal(plain, thumb)
-    coloured = heat.overlay(thumb, max_size=70, alpha=1.0, tissue_outline=False)
+    coloured = heat.overlay(thumb, max_size=70, alpha=1.0, tissue_outline=False, **NO_KEY)
     assert coloured.shape == (50, 70, 3)
     # NaN pixel (top right) keeps the thumbnail; p = 1 (bottom left) is jet's dark red.
     np.testing.assert_array_equal(coloured[5, 65], [230, 230, 230])
     assert coloured[45, 5, 0] > 100 > coloured[45, 5, 2]
     gt = Raster(np.zeros((50, 70), bool), 10, (700, 500))
     gt.array[10:40, 10:40] = True
-    with_gt = heat.overlay(thumb, max_size=70, alpha=0.0, tissue_outline=False, ground_truth=gt)
+    with_gt = heat.overlay(
+        thumb, max_size=70, alpha=0.0, tissue_outline=False, ground_truth=gt, **NO_KEY
+    )
     green = (with_gt[..., 1] == 200) & (with_gt[..., 0] == 0)
     assert green.any()
     assert not green[20:30, 20:30].any()  # a contour, not a fill
@@ -347,12 +433,117 @@ def test_overlay_reads_the_thumbnail_of_a_slide_file(tmp_path: Path) -> None:
     image = np.full((500, 700, 3), 230, np.uint8)
     image[:, :350] = (200, 60, 150)
     path = write_pyramid(tmp_path / "s.tif", image, mpp=0.5, tile_size=64)
-    from_path = heat.overlay(path, max_size=70, alpha=0.0, tissue_outline=False)
-    from_array = heat.overlay(image, max_size=70, alpha=0.0, tissue_outline=False)
+    from_path = heat.overlay(path, max_size=70, alpha=0.0, tissue_outline=False, **NO_KEY)
+    from_array = heat.overlay(image, max_size=70, alpha=0.0, tissue_outline=False, **NO_KEY)
     assert from_path.shape == (50, 70, 3)
     # JPEG tiles and a lower pyramid level vs raw pixels: equal away from the colour edge
     away = np.r_[0:33, 37:70]
     np.testing.assert_allclose(from_path[:, away], from_array[:, away], atol=12)
+
+
+# --- the overlay's key: colour bar, legend, scale bar ---------------------------------------
+
+
+def test_the_key_holds_the_colour_bar_the_outlines_drawn_and_a_scale_bar() -> None:
+    heat = small_heatmap(mpp=0.25)  # 700 x 500 level-0 px
+    key = overlay_key(heat, 700, ground_truth=True)  # 1 level-0 px = 0.25 µm per pixel
+    assert key.colorbar == (0.0, 1.0)
+    assert key.colorbar_label == "tumor probability"
+    assert [label for label, _ in key.legend] == ["tissue", "ground truth"]
+    assert dict(key.legend) == {"tissue": (255, 255, 255), "ground truth": (0, 200, 0)}
+    # at most a fifth of 700 px = 35 µm: the longest round length is 20 µm, 80 px
+    assert key.scale_bar is not None
+    assert key.scale_bar.label == "20 µm"
+    assert key.scale_bar.length_px == pytest.approx(80.0)
+    assert [label for label, _ in overlay_key(heat, 700, tissue_outline=False).legend] == []
+    bare = overlay_key(heat, 700, colorbar=False, legend=False, scale_bar=False)
+    assert (bare.colorbar, bare.legend, bare.scale_bar) == (None, (), None)
+
+
+@pytest.mark.parametrize(
+    ("mpp", "width", "label", "length_px"),
+    [
+        (0.25, 70, "20 µm", 8.0),  # 10 level-0 px = 2.5 µm per pixel; at most 14 px = 35 µm
+        (0.5, 70, "50 µm", 10.0),  # 5 µm per pixel, at most 70 µm
+        (4.0, 70, "500 µm", 12.5),  # 40 µm per pixel, at most 560 µm
+        (10.0, 70, "1 mm", 10.0),  # 100 µm per pixel, at most 1.4 mm
+        (None, 70, "100 px (level 0)", 10.0),  # 10 level-0 px per pixel, at most 140
+    ],
+)
+def test_the_scale_bar_is_labelled_for_the_slides_resolution(
+    mpp: float | None, width: int, label: str, length_px: float
+) -> None:
+    bar = overlay_key(small_heatmap(mpp=mpp), width).scale_bar
+    assert bar is not None
+    assert (bar.label, bar.length_px) == (label, pytest.approx(length_px))
+
+
+def changed_box(picture: npt.NDArray[np.uint8], thumb: npt.NDArray[np.uint8]) -> tuple[int, ...]:
+    rows, cols = np.nonzero((picture != thumb).any(axis=2))
+    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+
+
+def test_the_overlay_draws_its_key_in_the_corner_without_tissue() -> None:
+    heat = small_heatmap()  # tissue everywhere but the top-right 188 x 256 level-0 px
+    thumb = np.full((500, 700, 3), 230, np.uint8)
+    picture = heat.overlay(thumb, max_size=700, alpha=0.0, tissue_outline=False)
+    assert picture.shape == (500, 700, 3)
+    top, bottom, left, right = changed_box(picture, thumb)
+    assert top > 0 and right < 699  # a margin from the picture's edges
+    assert bottom < 256 and left >= 512  # inside the corner without tissue
+    # The colour bar: jet from p = 0 (left) to p = 1 (right), in one row of the key.
+    jet = colormap_rgb("jet")
+    is_low = (picture == jet[0]).all(axis=2)
+    is_high = (picture == jet[255]).all(axis=2)
+    row = int(np.flatnonzero(is_low.any(axis=1))[0])
+    low, high = np.flatnonzero(is_low[row]), np.flatnonzero(is_high[row])
+    assert low.size and high.size and low.max() < high.min()
+    lut = {tuple(c) for c in jet.tolist()}
+    bar = picture[row, low.min() : high.max() + 1].tolist()
+    assert all(tuple(c) in lut for c in bar)  # one unbroken ramp from 0 to 1
+
+
+def test_each_part_of_the_key_can_be_switched_off() -> None:
+    heat = small_heatmap()
+    thumb = np.full((500, 700, 3), 230, np.uint8)
+    gt = Raster(np.zeros((50, 70), bool), 10, (700, 500))
+    base = {"max_size": 700, "alpha": 0.0, "tissue_outline": False, "ground_truth": gt}
+    plain = heat.overlay(thumb, **base, **NO_KEY)
+    np.testing.assert_array_equal(plain, thumb)
+    boxes = {}
+    for part in ("colorbar", "legend", "scale_bar"):
+        only = {**NO_KEY, part: True}
+        boxes[part] = changed_box(heat.overlay(thumb, **base, **only), thumb)
+    full = changed_box(heat.overlay(thumb, **base), thumb)
+    heights = {part: box[1] - box[0] for part, box in boxes.items()}
+    assert max(heights.values()) < full[1] - full[0]  # the whole key is taller than any part
+    assert heights["legend"] < heights["colorbar"]  # one entry (ground truth) vs three rows
+
+
+def test_a_picture_too_small_for_the_key_is_drawn_without_it() -> None:
+    heat = small_heatmap()
+    thumb = np.full((50, 70, 3), 230, np.uint8)
+    with_key = heat.overlay(thumb, max_size=70, alpha=0.3)
+    without = heat.overlay(thumb, max_size=70, alpha=0.3, **NO_KEY)
+    np.testing.assert_array_equal(with_key, without)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_size": 0}, "Heatmap.overlay.max_size"),
+        ({"max_size": 64.0}, "Heatmap.overlay.max_size"),
+        ({"alpha": 1.5}, "Heatmap.overlay.alpha"),
+        ({"colormap": "rainbowish"}, "Heatmap.overlay.colormap must be one of .*'jet'"),
+    ],
+)
+def test_bad_overlay_parameters(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        small_heatmap().overlay(np.zeros((50, 70, 3), np.uint8), **kwargs)
+
+
+def test_colour_map_names_are_case_insensitive() -> None:
+    np.testing.assert_array_equal(colormap_rgb("VIRIDIS"), colormap_rgb("viridis"))
 
 
 def test_half_stride_tissue_mask_is_where_the_map_is_finite(position_slide: ArraySlide) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +22,18 @@ from skimage import measure
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from cervixwsi.errors import MetricsError
+import cervixwsi.metrics
+from cervixwsi.errors import MetricsError, ParameterError
 from cervixwsi.geometry import Raster
 from cervixwsi.metrics import (
     EVAL_FPS,
     FROCEvaluator,
+    MaskSource,
     auc_ci,
     compare_auc,
     detect_lesions,
     evaluation_mask,
+    format_p_value,
     froc,
     itc_labels,
     read_detections_csv,
@@ -402,12 +409,40 @@ def test_compare_auc_bad_input() -> None:
         compare_auc([0.1, 0.2, 0.3, 0.4], [0.1, 0.2], [0, 0, 1, 1])
     with pytest.raises(MetricsError, match="at least 2 positive"):
         compare_auc([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0, 0, 1])
-    with pytest.raises(MetricsError, match="alpha"):
+    with pytest.raises(ParameterError, match=r"auc_ci\.alpha must be a finite number in \(0, 1\)"):
         auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], alpha=1.5)
-    with pytest.raises(MetricsError, match="method"):
+    with pytest.raises(ParameterError, match=r"compare_auc\.alpha"):
+        compare_auc([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1], alpha=0)
+    with pytest.raises(ParameterError, match="method"):
         auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], method="wald")  # type: ignore[arg-type]
-    with pytest.raises(MetricsError, match="n_bootstrap"):
+    with pytest.raises(ParameterError, match="n_bootstrap"):
         auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], method="bootstrap", n_bootstrap=0)
+    with pytest.raises(ParameterError, match="n_bootstrap must be an integer"):
+        auc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], method="bootstrap", n_bootstrap=True)
+
+
+@pytest.mark.parametrize(
+    ("p", "digits", "text"),
+    [
+        (0.03123, 4, "p = 0.0312"),
+        (1.0, 4, "p = 1.0000"),
+        (0.0001, 4, "p = 0.0001"),
+        (0.0000999, 4, "p < 0.0001"),
+        (0.0, 4, "p < 0.0001"),
+        (3e-12, 2, "p < 0.01"),
+        (np.float64(0.5), 1, "p = 0.5"),
+    ],
+)
+def test_format_p_value_never_writes_zero(p: float, digits: int, text: str) -> None:
+    assert format_p_value(p, digits=digits) == text
+
+
+def test_format_p_value_bad_input() -> None:
+    for bad in (np.nan, -0.1, 1.5, "0.1"):
+        with pytest.raises(ParameterError, match=r"format_p_value\.p"):
+            format_p_value(bad)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"format_p_value\.digits"):
+        format_p_value(0.5, digits=0)
 
 
 # =====================================================================================
@@ -823,7 +858,7 @@ def test_empty_detection_lists() -> None:
 def test_tumor_mask_without_tumor_pixels(caplog: pytest.LogCaptureFixture) -> None:
     empty = np.zeros((30, 30), bool)
     lesion = square(60, 60, (10, 50, 10, 50))
-    with caplog.at_level("WARNING", logger="cervixwsi.metrics._froc"):
+    with caplog.at_level("WARNING", logger="cervixwsi.metrics"):
         r = froc(
             {"e": empty, "t": lesion},
             {"e": np.array([[0.4, 10, 10]]), "t": np.array([det(0.9, 30, 30)])},
@@ -846,9 +881,6 @@ def test_tumor_mask_without_tumor_pixels(caplog: pytest.LogCaptureFixture) -> No
         ({"a": np.ones((4, 4), bool)}, {"a": [[np.nan, 1, 3]]}, {}, "not finite"),
         ({"a": np.ones((4, 4), bool)}, {"a": [[-0.1, 1, 3]]}, {}, ">= 0"),
         ({"a": np.ones((4, 4), bool)}, {"a": [[0.1, 1]]}, {}, r"\(N, 3\)"),
-        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"protocol": "official"}, "protocol"),
-        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"level": -1}, "level"),
-        ({"a": np.ones((4, 4), bool)}, {"a": []}, {"mpp": 0.0}, "mpp"),
         ({}, {}, {}, "no slides"),
     ],
 )
@@ -856,6 +888,32 @@ def test_froc_bad_input(masks: Any, dets: Any, kwargs: Any, match: str) -> None:
     kwargs = {"mpp": MPP, **kwargs}
     with pytest.raises(MetricsError, match=match):
         froc(masks, dets, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"protocol": "official"}, "froc.protocol must be one of 'camelyon16', 'strict'"),
+        ({"level": -1}, r"froc\.level must be an integer >= 0, got -1"),
+        ({"level": 5.0}, r"froc\.level must be an integer"),
+        ({"level": True}, r"froc\.level must be an integer"),
+        ({"mpp": 0.0}, r"froc\.mpp must be a finite number > 0, got 0\.0"),
+        ({"mpp": np.inf}, r"froc\.mpp"),
+    ],
+)
+def test_froc_bad_parameters(kwargs: Any, match: str) -> None:
+    kwargs = {"mpp": MPP, **kwargs}
+    with pytest.raises(ParameterError, match=match):
+        froc({"a": np.ones((4, 4), bool)}, {"a": []}, **kwargs)
+    assert froc({"a": np.ones((40, 40), bool)}, {"a": []}, mpp=MPP, level=np.int64(5)).level == 5
+
+
+def test_evaluation_mask_and_itc_labels_check_their_parameters() -> None:
+    m = np.ones((4, 4), bool)
+    with pytest.raises(ParameterError, match=r"evaluation_mask\.level"):
+        evaluation_mask(m, mpp=MPP, level=-2)
+    with pytest.raises(ParameterError, match=r"itc_labels\.mpp"):
+        itc_labels(evaluation_mask(m, mpp=MPP), mpp=-1.0)
 
 
 # =====================================================================================
@@ -963,10 +1021,97 @@ def test_evaluator_takes_annotations_rasterised_at_the_evaluation_level() -> Non
     s = got.slide("a")
     assert s.is_true_positive.tolist() == [True, False, False]
     assert s.in_itc.tolist() == [False, True, False] and s.is_false_positive.tolist()[2]
-    with pytest.raises(MetricsError, match="slide_dimensions"):
+    assert isinstance(annotations, MaskSource)  # duck typing: metrics never imports annotations
+    with pytest.raises(MetricsError, match=r"AnnotationSet.*slide_dimensions"):
         FROCEvaluator(progress=False).evaluate({"a": annotations}, {"a": []}, mpp=MPP)
-    with pytest.raises(MetricsError, match="got list"):
+    with pytest.raises(MetricsError, match=r"to_mask.*got list"):
         FROCEvaluator(progress=False).evaluate({"a": [lesion]}, {"a": []}, mpp=MPP)  # type: ignore[dict-item]
+
+
+class _Box:
+    """Ground truth that is not an AnnotationSet: a rectangle of level-0 pixels."""
+
+    def __init__(self, x0: int, y0: int, x1: int, y1: int, answer: Any = None) -> None:
+        self.bounds = (x0, y0, x1, y1)
+        self.answer = answer
+        self.grids: list[Raster] = []
+
+    def to_mask(self, grid: Raster) -> Raster:
+        self.grids.append(grid)
+        if self.answer is not None:
+            return self.answer  # type: ignore[no-any-return]
+        xc, yc = grid.pixel_centers()
+        x0, y0, x1, y1 = self.bounds
+        inside = ((yc >= y0) & (yc < y1))[:, None] & ((xc >= x0) & (xc < x1))[None, :]
+        return grid.with_array(inside)
+
+
+def test_evaluator_takes_any_mask_source_drawn_on_the_evaluation_grid() -> None:
+    dims = (64 * 32 + 10, 48 * 32)
+    box = _Box(320, 320, 1600, 1300)
+    dets = {"a": np.array([[0.8, 1000, 1000], [0.4, 100, 1500]]), "n": []}
+    got = FROCEvaluator(progress=False).evaluate(
+        {"a": box, "n": None}, dets, mpp=MPP, slide_dimensions={"a": dims}
+    )
+    (grid,) = box.grids
+    assert grid.shape == (48, 64) and grid.downsample == 32 and grid.slide_dimensions == dims
+    assert grid.mpp == MPP and grid.dtype == bool and not grid.array.any()
+    mask = np.zeros((48, 64), bool)
+    mask[10:41, 10:50] = True  # centres (c + 0.5) * 32 in [320, 1600) and [320, 1300)
+    expected = froc({"a": mask, "n": None}, dets, mpp=MPP)
+    np.testing.assert_array_equal(got.sensitivity, expected.sensitivity)
+    np.testing.assert_array_equal(got.fps_per_image, expected.fps_per_image)
+    assert got.slide("a").is_true_positive.tolist() == [True, False]
+    # A mask over another slide, or no Raster at all, is refused with the slide named.
+    for answer, match in (
+        (Raster(np.zeros((4, 4), bool), 32, (128, 128)), r"slide 'a': _Box.to_mask.*128, 128"),
+        (np.zeros((48, 64), bool), r"slide 'a': _Box.to_mask.*got a ndarray"),
+    ):
+        with pytest.raises(MetricsError, match=match):
+            FROCEvaluator(progress=False).evaluate(
+                {"a": _Box(0, 0, 1, 1, answer)}, {"a": []}, mpp=MPP, slide_dimensions={"a": dims}
+            )
+    # A mask at another downsample over the same slide is resampled like any Raster.
+    fine = Raster(np.pad(np.kron(mask, np.ones((4, 4), bool)), ((0, 0), (0, 2))), 8, dims, mpp=MPP)
+    again = FROCEvaluator(progress=False).evaluate(
+        {"a": _Box(0, 0, 1, 1, fine), "n": None}, dets, mpp=MPP, slide_dimensions={"a": dims}
+    )
+    assert again.score == expected.score
+
+
+def _cervixwsi_imports(package: Path) -> set[str]:
+    """Every cervixwsi module a package's source imports (lazy imports in functions too)."""
+    found: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "cervixwsi"}
+
+
+def test_metrics_depends_only_on_the_bottom_layer() -> None:
+    package = Path(cervixwsi.metrics.__file__).parent
+    imported = _cervixwsi_imports(package)
+    bottom = {"cervixwsi.errors", "cervixwsi.geometry", "cervixwsi._validate", "cervixwsi._io"}
+    above = {m for m in imported if m not in bottom and not m.startswith("cervixwsi.metrics")}
+    assert not above, f"cervixwsi.metrics imports {sorted(above)}"
+    code = (
+        "import sys, cervixwsi.metrics; print(sorted(m for m in sys.modules if 'annotations' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_detections_csv_is_written_atomically_with_the_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = write_detections_csv(tmp_path / "a.csv", [[0.5, 1, 2]])
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]  # no temporary file left
 
 
 def test_evaluator_errors_name_the_slide() -> None:
@@ -984,10 +1129,14 @@ def test_evaluator_errors_name_the_slide() -> None:
         ev.evaluate({"a": gt.with_array(np.ones((10, 10)))}, {"a": []})
     with pytest.raises(MetricsError, match="smaller than one evaluation pixel"):
         ev.evaluate({"c": Raster(np.ones((1, 1), bool), 16, (16, 16), mpp=MPP)}, {"c": []})
-    with pytest.raises(MetricsError, match="protocol"):
+    with pytest.raises(ParameterError, match=r"FROCEvaluator\.protocol"):
         FROCEvaluator(protocol="x", progress=False).evaluate(  # type: ignore[arg-type]
             {"a": gt}, {"a": []}
         )
+    with pytest.raises(ParameterError, match=r"FROCEvaluator\.level"):
+        FROCEvaluator(level=-1, progress=False).evaluate({"a": gt}, {"a": []})
+    with pytest.raises(ParameterError, match=r"FROCEvaluator\.evaluate mpp"):
+        ev.evaluate({"a": gt}, {"a": []}, mpp=-0.25)
 
 
 # =====================================================================================
@@ -1015,11 +1164,11 @@ def test_result_lookup_and_detect_lesions_errors() -> None:
     with pytest.raises(MetricsError, match="no slide 'x'"):
         r.slide("x")
     heat = Raster(np.zeros((2, 2)), 256, (512, 512), mpp=0.25)
-    with pytest.raises(MetricsError, match="threshold"):
+    with pytest.raises(ParameterError, match=r"detect_lesions\.threshold"):
         detect_lesions(heat, threshold=np.nan)
     with pytest.raises(MetricsError, match="numeric"):
         detect_lesions(heat.with_array(np.array([["a", "b"], ["c", "d"]])))
-    with pytest.raises(MetricsError, match="radius_um"):
+    with pytest.raises(ParameterError, match=r"detect_lesions\.radius_um"):
         detect_lesions(heat, method="nms", radius_um=-1)
     assert detect_lesions(heat).shape == (0, 3)
     assert detect_lesions(heat, method="nms").shape == (0, 3)
@@ -1039,7 +1188,7 @@ def test_detect_lesions_nms_suppresses_within_the_radius() -> None:
     assert small[:, 0].tolist() == [0.9, 0.8, 0.7, 0.6, 0.55, 0.55]
     with pytest.raises(MetricsError, match="mpp"):
         detect_lesions(Raster(p, 100, (1000, 1000)), method="nms")
-    with pytest.raises(MetricsError, match="method"):
+    with pytest.raises(ParameterError, match=r"detect_lesions\.method"):
         detect_lesions(heat, method="peaks")  # type: ignore[arg-type]
 
 

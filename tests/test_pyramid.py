@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import stat
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -18,23 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cervixwsi import _pyramid
-from cervixwsi._pyramid import halve, write_pyramid
+from cervixwsi._pyramid import _writer, halve, write_pyramid
 from cervixwsi.errors import CervixWSIError, ParameterError
-
-
-class _OptionalModule:
-    """A module imported when a test first uses it; that test (only) skips without it."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(pytest.importorskip(self._name), attr)
-
-
-openslide = _OptionalModule("openslide")  # peers that must open what we write
-tiffslide = _OptionalModule("tiffslide")
+from cervixwsi.slide import Slide
 
 
 def _image(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -117,12 +105,21 @@ def test_pages_are_tiled_reduced_resolution_pages_with_resolution(
 @pytest.mark.parametrize("compression", ["jpeg", "deflate", "lzw", "none"])
 @pytest.mark.parametrize("channels", [3, 1])
 def test_openslide_and_tiffslide_open_it_with_the_same_levels_and_mpp(
-    tmp_path: Path, rng: np.random.Generator, compression: str, channels: int
+    tmp_path: Path,
+    rng: np.random.Generator,
+    compression: str,
+    channels: int,
+    openslide: Any,
+    tiffslide: Any,
 ) -> None:
     image = _image(rng, 520, 777, channels)
     path = write_pyramid(
-        tmp_path / "s.tif", image, mpp=(0.25, 0.26), compression=compression, tile_size=128
-    )  # type: ignore[arg-type]
+        tmp_path / "s.tif",
+        image,
+        mpp=(0.25, 0.26),
+        compression=compression,  # type: ignore[arg-type]
+        tile_size=128,
+    )
     pages = _pages(path)
     dims = tuple((p.shape[1], p.shape[0]) for p in pages)
     with openslide.OpenSlide(str(path)) as osr:
@@ -142,7 +139,9 @@ def test_openslide_and_tiffslide_open_it_with_the_same_levels_and_mpp(
         assert float(tsr.properties["tiffslide.mpp-y"]) == pytest.approx(0.26)
 
 
-def test_jpeg_level0_is_close_to_the_source(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_jpeg_level0_is_close_to_the_source(
+    tmp_path: Path, rng: np.random.Generator, openslide: Any
+) -> None:
     image = _image(rng, 300, 400)
     path = write_pyramid(tmp_path / "s.tif", image, mpp=None, quality=95)
     decoded = _pages(path)[0].astype(float)
@@ -153,7 +152,7 @@ def test_jpeg_level0_is_close_to_the_source(tmp_path: Path, rng: np.random.Gener
 
 
 def test_jpeg2000_is_readable_by_tifffile_and_tiffslide_but_not_openslide(
-    tmp_path: Path, rng: np.random.Generator
+    tmp_path: Path, rng: np.random.Generator, openslide: Any, tiffslide: Any
 ) -> None:
     image = _image(rng, 300, 300)
     path = write_pyramid(tmp_path / "s.tif", image, mpp=0.5, compression="jpeg2000")
@@ -165,9 +164,9 @@ def test_jpeg2000_is_readable_by_tifffile_and_tiffslide_but_not_openslide(
 
 
 def test_bigtiff_layout_opens_in_openslide(
-    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, openslide: Any
 ) -> None:
-    monkeypatch.setattr(_pyramid, "_BIGTIFF_BYTES", 0)
+    monkeypatch.setattr(_writer, "_BIGTIFF_BYTES", 0)
     path = write_pyramid(tmp_path / "s.tif", _image(rng, 300, 500), mpp=0.5)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff
@@ -261,6 +260,21 @@ def test_a_one_pixel_slide(tmp_path: Path) -> None:
     assert len(pages) == 1 and pages[0].shape == (1, 1, 3)
 
 
+def test_the_file_has_the_umasks_permissions_and_no_temporary_is_left(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Like any file a user writes (0644 under umask 022), not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        path = write_pyramid(tmp_path / "s.tif", _image(rng, 300, 400), mpp=0.5, tile_size=128)
+        mask = write_pyramid(tmp_path / "m.tif", np.zeros((64, 64), bool), mpp=8.0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(mask.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "s.tif"]
+
+
 def test_existing_file_is_replaced(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "s.tif"
     path.write_bytes(b"old")
@@ -310,13 +324,13 @@ def test_memory_does_not_grow_with_the_slide_height(tmp_path: Path) -> None:
     [
         ({"tile_size": 100}, "multiple of 16"),
         ({"tile_size": 0}, "multiple of 16"),
-        ({"tile_size": 256.0}, "tile_size must be an int"),
+        ({"tile_size": 256.0}, "tile_size must be an integer"),
         ({"quality": 0}, "quality"),
         ({"quality": 101}, "quality"),
         ({"compression": "webp"}, "compression must be one of"),
-        ({"mpp": 0.0}, "mpp must be positive"),
-        ({"mpp": -1.0}, "mpp must be positive"),
-        ({"mpp": float("nan")}, "mpp must be positive"),
+        ({"mpp": 0.0}, "mpp must be a finite number > 0"),
+        ({"mpp": -1.0}, "mpp must be a finite number > 0"),
+        ({"mpp": float("nan")}, "mpp must be a finite number > 0"),
         ({"mpp": (0.5, 0.5, 0.5)}, "mpp must be"),
         ({"levels": 0}, "levels must be"),
         ({"dimensions": (10, 10)}, "do not match"),
@@ -370,7 +384,7 @@ def test_a_tile_of_the_wrong_shape_is_named(tmp_path: Path) -> None:
 def test_a_bad_tile_midway_is_named(tmp_path: Path, tile: object, match: str) -> None:
     tiles = [np.zeros((64, 64, 3), np.uint8), tile]
     with pytest.raises(ParameterError, match=match):
-        write_pyramid(tmp_path / "s.tif", iter(tiles), mpp=1, dimensions=(128, 64), tile_size=64)
+        write_pyramid(tmp_path / "s.tif", iter(tiles), mpp=1, dimensions=(128, 64), tile_size=64)  # type: ignore[arg-type]
 
 
 def test_iterator_with_too_few_or_too_many_tiles(tmp_path: Path) -> None:
@@ -433,15 +447,14 @@ def test_halve_is_the_rounded_area_mean_with_clipped_edges(image: np.ndarray) ->
 
 
 def test_cervixwsi_slide_reads_the_same_levels_mpp_and_pixels(
-    tmp_path: Path, rng: np.random.Generator
+    tmp_path: Path, rng: np.random.Generator, openslide: Any
 ) -> None:
-    slide_module = pytest.importorskip("cervixwsi.slide")
     image = _image(rng, 333, 555)
     path = write_pyramid(
         tmp_path / "s.tif", image, mpp=(0.25, 0.26), compression="deflate", tile_size=128
     )
     pages = _pages(path)
-    with slide_module.Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
+    with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
         assert slide.level_dimensions == osr.level_dimensions
         assert slide.level_downsamples == pytest.approx(osr.level_downsamples)
         assert slide.mpp == pytest.approx((0.25, 0.26))

@@ -19,31 +19,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cervixwsi
-from cervixwsi._tilecache import TileCache
 from cervixwsi.errors import (
     CervixWSIError,
+    LevelError,
     ParameterError,
     RegionError,
     SlideNotFoundError,
     SlideOpenError,
     SlideReadError,
 )
+from cervixwsi.geometry import resolve_level
 from cervixwsi.slide import ArraySlide, BaseSlide, Slide
+from cervixwsi.slide._tilecache import TileCache
 
-
-class _OptionalModule:
-    """A module imported when a test first uses it; that test (only) skips without it."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(pytest.importorskip(self._name), attr)
-
-
-openslide = _OptionalModule("openslide")  # the peer for pixel comparisons
-
-SHARED_SLIDES = [
+REAL_SLIDES = [
     "cmu_small_region.svs",
     "openslide-python_small.svs",
     "openslide-python_boxes.tiff",
@@ -172,14 +161,14 @@ def jpeg_pages(tmp_path_factory: pytest.TempPathFactory, odd_pyramid: Any) -> Pa
     return write_tiff_pyramid(path, odd_pyramid, compression="jpeg", tile=256)
 
 
-# --- the real slides in ../shared, against OpenSlide -----------------------------------
+# --- the real slides in tests/data, against OpenSlide -----------------------------------
 
 
-@pytest.mark.parametrize("name", SHARED_SLIDES)
-def test_shared_slide_geometry_and_metadata_equal_openslides(
-    shared_slides: Path, name: str
+@pytest.mark.parametrize("name", REAL_SLIDES)
+def test_real_slide_geometry_and_metadata_equal_openslides(
+    real_slides: Path, name: str, openslide: Any
 ) -> None:
-    path = shared_slides / name
+    path = real_slides / name
     with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
         assert slide.dimensions == osr.dimensions
         assert slide.level_count == osr.level_count
@@ -209,11 +198,11 @@ def test_shared_slide_geometry_and_metadata_equal_openslides(
             )
 
 
-@pytest.mark.parametrize("name", SHARED_SLIDES)
-def test_shared_slide_level0_regions_equal_openslides_pixel_for_pixel(
-    shared_slides: Path, name: str, rng: np.random.Generator
+@pytest.mark.parametrize("name", REAL_SLIDES)
+def test_real_slide_level0_regions_equal_openslides_pixel_for_pixel(
+    real_slides: Path, name: str, rng: np.random.Generator, openslide: Any
 ) -> None:
-    path = shared_slides / name
+    path = real_slides / name
     with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
         width, height = slide.dimensions
         for x, y, w, h in random_boxes(rng, width, height, 40):
@@ -222,10 +211,10 @@ def test_shared_slide_level0_regions_equal_openslides_pixel_for_pixel(
             np.testing.assert_array_equal(ours, openslide_rgb(osr, (x, y), 0, (w, h)))
 
 
-def test_shared_generic_tiff_every_level_equals_its_page_at_round_x_over_d(
-    shared_slides: Path, rng: np.random.Generator
+def test_real_generic_tiff_every_level_equals_its_page_at_round_x_over_d(
+    real_slides: Path, rng: np.random.Generator
 ) -> None:
-    path = shared_slides / "openslide-python_boxes.tiff"
+    path = real_slides / "openslide-python_boxes.tiff"
     with tifffile.TiffFile(path) as tif:
         pages = [page.asarray() for page in tif.pages]
     with Slide(path) as slide:
@@ -237,11 +226,11 @@ def test_shared_generic_tiff_every_level_equals_its_page_at_round_x_over_d(
                 np.testing.assert_array_equal(slide.read_region((x, y), level, (w, h)), expected)
 
 
-def test_shared_generic_tiff_levels_equal_openslide_where_level_pixels_are_exact(
-    shared_slides: Path, rng: np.random.Generator
+def test_real_generic_tiff_levels_equal_openslide_where_level_pixels_are_exact(
+    real_slides: Path, rng: np.random.Generator, openslide: Any
 ) -> None:
     """OpenSlide resamples at x / d; where that is an integer, both read the same pixels."""
-    path = shared_slides / "openslide-python_boxes.tiff"
+    path = real_slides / "openslide-python_boxes.tiff"
     with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
         for level in range(slide.level_count):
             d = slide.level_downsamples[level]
@@ -260,12 +249,12 @@ def test_shared_generic_tiff_levels_equal_openslide_where_level_pixels_are_exact
 
 
 def test_nearest_pixel_rule_is_closer_to_openslide_than_flooring(
-    shared_slides: Path, rng: np.random.Generator
+    real_slides: Path, rng: np.random.Generator, openslide: Any
 ) -> None:
     """On levels that do not divide exactly, OpenSlide interpolates at x / d; the nearest
     pixel round(x / d) is never farther from its output than floor(x / d), and is closer
     overall (tiffslide floors)."""
-    path = shared_slides / "openslide-python_boxes.tiff"
+    path = real_slides / "openslide-python_boxes.tiff"
     with tifffile.TiffFile(path) as tif:
         pages = [page.asarray() for page in tif.pages]
     ours_err, floor_err = [], []
@@ -288,8 +277,10 @@ def test_nearest_pixel_rule_is_closer_to_openslide_than_flooring(
     assert np.mean(ours_err) < 0.8 * np.mean(floor_err)
 
 
-def test_shared_svs_thumbnail_has_openslides_size_and_looks_the_same(shared_slides: Path) -> None:
-    path = shared_slides / "cmu_small_region.svs"
+def test_real_svs_thumbnail_has_openslides_size_and_looks_the_same(
+    real_slides: Path, openslide: Any
+) -> None:
+    path = real_slides / "cmu_small_region.svs"
     with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
         for max_size in ((256, 256), (300, 100)):
             ours = slide.get_thumbnail(max_size)
@@ -319,7 +310,7 @@ def test_deflate_pyramid_regions_equal_the_source_arrays_on_every_level(
 
 
 def test_written_pyramids_match_openslide_geometry_and_level0_pixels(
-    deflate_pages: Path, jpeg_pages: Path, rng: np.random.Generator
+    deflate_pages: Path, jpeg_pages: Path, rng: np.random.Generator, openslide: Any
 ) -> None:
     for path in (deflate_pages, jpeg_pages):
         with Slide(path) as slide, openslide.OpenSlide(str(path)) as osr:
@@ -352,7 +343,9 @@ def test_jpeg_pyramid_levels_equal_tifffiles_decoding(
             assert np.abs(slide.read_level(level).astype(int) - odd_pyramid[level]).mean() < 12
 
 
-def test_jpeg2000_and_aperio_ycbcr_jpeg2000_tiles_decode_like_openslide(tmp_path: Path) -> None:
+def test_jpeg2000_and_aperio_ycbcr_jpeg2000_tiles_decode_like_openslide(
+    tmp_path: Path, openslide: Any
+) -> None:
     cb, cr = np.meshgrid(np.arange(256), np.arange(256))
     for luma in (0, 128, 255):
         image = np.stack([np.full((256, 256), luma), cb, cr], -1).astype(np.uint8)
@@ -405,7 +398,7 @@ def test_grey_and_rgba_tiffs_read_as_rgb(tmp_path: Path) -> None:
 
 
 def test_mpp_from_inch_resolution_equals_openslides_and_unit_none_is_unknown(
-    tmp_path: Path,
+    tmp_path: Path, openslide: Any
 ) -> None:
     image = smooth_image(128, 128)
     for unit, expected in (("INCH", 25_400 / 50_800), ("CENTIMETER", 0.2), ("NONE", None)):
@@ -484,12 +477,24 @@ def test_level_for_mpp_and_read_region_at_mpp(odd_pyramid: Any) -> None:
 def test_mpp_unknown_raises_instead_of_guessing() -> None:
     slide = ArraySlide(np.zeros((10, 10, 3), np.uint8))
     assert slide.mpp is None and slide.level_mpp(0) is None
-    with pytest.raises(RegionError, match="micrometres per pixel"):
+    # LevelError is a RegionError: code that caught RegionError still does.
+    with pytest.raises(LevelError, match="records no µm per pixel"):
         slide.level_for_mpp(0.5)
-    with pytest.raises(RegionError, match="micrometres per pixel"):
+    with pytest.raises(RegionError, match="records no µm per pixel"):
         slide.read_region_at_mpp((0, 0), (4, 4), 0.5)
-    with pytest.raises(RegionError, match="positive"):
+    with pytest.raises(ParameterError, match=r"mpp must be a finite number > 0, got -1"):
         ArraySlide(np.zeros((10, 10, 3), np.uint8), mpp=0.5).level_for_mpp(-1)
+
+
+def test_level_for_mpp_is_the_one_level_rule_on_the_coarser_axis(odd_pyramid: Any) -> None:
+    """The same request gives the same level as geometry.resolve_level (and every stage)."""
+    slide = ArraySlide(odd_pyramid, mpp=(0.25, 0.26))
+    for mpp in (0.1, 0.25, 0.26, 0.5, 0.52, 0.53, 1.0, 1.05, 2.1, 100.0):
+        assert slide.level_for_mpp(mpp) == resolve_level(slide, mpp=mpp)
+    # Level 1 is 0.5006 x 0.5206 µm/px: too coarse on y for 0.51 µm/px.
+    assert slide.level_for_mpp(0.51) == 0
+    with pytest.raises(LevelError, match=r"valid levels are 0\.\.3"):
+        slide.read_level(4)
 
 
 def test_thumbnail_keeps_aspect_and_uses_the_smallest_sufficient_level(odd_pyramid: Any) -> None:
@@ -596,6 +601,21 @@ def test_slide_pickles_as_its_path_and_reads_in_another_process(deflate_pages: P
     copy.close()
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"threads": 0}, r"Slide\.threads must be an integer >= 1, got 0"),
+        ({"threads": 2.0}, r"Slide\.threads must be an integer"),
+        ({"tile_cache_bytes": -1}, r"Slide\.tile_cache_bytes must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_options_raise_parameter_error_naming_them(
+    deflate_pages: Path, options: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ParameterError, match=match):
+        Slide(deflate_pages, **options)
+
+
 def test_tile_cache_is_bounded_lru_and_read_only() -> None:
     cache = TileCache(max_bytes=250)
     for i in range(3):
@@ -643,9 +663,9 @@ def test_non_tiff_and_empty_files_raise_slide_open_error(
 
 
 def test_truncated_copies_raise_slide_open_error(
-    tmp_path: Path, shared_slides: Path, deflate_pages: Path
+    tmp_path: Path, real_slides: Path, deflate_pages: Path
 ) -> None:
-    for source in (shared_slides / "cmu_small_region.svs", deflate_pages):
+    for source in (real_slides / "cmu_small_region.svs", deflate_pages):
         data = source.read_bytes()
         path = tmp_path / f"truncated_{source.name}"
         path.write_bytes(data[: int(len(data) * 0.3)])
@@ -734,9 +754,9 @@ def test_bad_regions_raise_region_error_naming_what_is_valid(deflate_pages: Path
         slide.read_region((0, 0), 0, (5, 5))
 
 
-def test_copy_of_a_shared_slide_is_named_by_its_stem(tmp_path: Path, shared_slides: Path) -> None:
+def test_copy_of_a_real_slide_is_named_by_its_stem(tmp_path: Path, real_slides: Path) -> None:
     path = tmp_path / "case-0042.svs"
-    shutil.copy(shared_slides / "openslide-python_small.svs", path)
+    shutil.copy(real_slides / "openslide-python_small.svs", path)
     with Slide(path) as slide:
         assert slide.name == "case-0042"
         assert "case-0042" in repr(slide)
@@ -746,10 +766,10 @@ def test_copy_of_a_shared_slide_is_named_by_its_stem(tmp_path: Path, shared_slid
 
 
 def test_any_truncation_or_damage_raises_only_the_projects_errors(
-    tmp_path: Path, shared_slides: Path, deflate_pages: Path, rng: np.random.Generator
+    tmp_path: Path, real_slides: Path, deflate_pages: Path, rng: np.random.Generator
 ) -> None:
     """Cut or scramble files anywhere: opening and reading raise CervixWSIError or work."""
-    sources = [shared_slides / "cmu_small_region.svs", deflate_pages]
+    sources = [real_slides / "cmu_small_region.svs", deflate_pages]
     outcomes = set()
     for source in sources:
         data = source.read_bytes()
@@ -777,9 +797,9 @@ def test_any_truncation_or_damage_raises_only_the_projects_errors(
 def test_a_read_decodes_only_the_tiles_it_touches(deflate_pages: Path) -> None:
     with Slide(deflate_pages) as slide:  # 128-pixel tiles
         slide.read_region((130, 130), 0, (10, 10))
-        assert sorted(slide._cache._items) == [(0, 1, 1)]
+        assert set(slide._cache._items) == {(0, 1, 1)}
         slide.read_region((250, 120), 0, (10, 10))  # crosses into columns 1-2, rows 0-1
-        assert sorted(slide._cache._items) == [(0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1)]
+        assert set(slide._cache._items) == {(0, 1, 0), (0, 1, 1), (0, 2, 0), (0, 2, 1)}
         slide.read_region((-100, -100), 0, (50, 50))  # wholly outside: no tile at all
         slide.read_region((2 * 300, 2 * 200), 1, (1, 1))  # level 1 pixel (300, 200)
         assert len(slide._cache) == 5 and (1, 2, 1) in slide._cache._items

@@ -88,6 +88,21 @@ def test_bad_spec_fields_raise_parameter_error_naming_the_field(field: str, valu
         SyntheticSlideSpec(**{field: value})  # type: ignore[arg-type]
 
 
+def test_numpy_numbers_are_accepted_and_bools_refused_with_the_valid_range() -> None:
+    spec = SyntheticSlideSpec(width=np.int64(512), height=np.int32(512), mpp=np.float32(0.5))
+    assert (type(spec.width), type(spec.mpp)) == (int, float)
+    assert spec == SyntheticSlideSpec(width=512, height=512, mpp=0.5)
+    assert render_region(spec, np.int64(0), 0, np.int16(8), 8).shape == (8, 8, 3)
+    with pytest.raises(ParameterError, match=r"SyntheticSlideSpec\.width .*>= 64, got True"):
+        SyntheticSlideSpec(width=True)
+    with pytest.raises(ParameterError, match=r"SyntheticSlideSpec\.quality .*\[1, 100\], got 101"):
+        SyntheticSlideSpec(quality=101)
+    with pytest.raises(ParameterError, match=r"render_region\.width .*>= 1, got 0"):
+        render_region(spec, 0, 0, 0, 8)
+    with pytest.raises(ParameterError, match=r"render_region\.x must be an integer"):
+        render_region(spec, np.bool_(False), 0, 8, 8)  # type: ignore[arg-type]
+
+
 def test_spec_defaults_are_a_40x_tumor_slide_with_hundreds_of_nests_when_large() -> None:
     spec = SyntheticSlideSpec()
     assert (spec.width, spec.height, spec.mpp, spec.tumor) == (20000, 20000, 0.25, True)
@@ -482,6 +497,9 @@ def test_cohort_does_not_depend_on_workers(tmp_path: pathlib.Path) -> None:
         ({"n_tumor": 1, "n_normal": 1, "split": (0.5, 0.5, 0.5)}, "split"),
         ({"n_tumor": 1, "n_normal": 1, "spec_options": {"seed": 3}}, "seed"),
         ({"n_tumor": 1, "n_normal": 1, "workers": 0}, "workers"),
+        ({"n_tumor": True, "n_normal": 1}, r"make_cohort\.n_tumor .*got True"),
+        ({"n_tumor": 1, "n_normal": 1, "size": (512.0, 512)}, r"size\[0\]"),
+        ({"n_tumor": 1, "n_normal": 1, "split": (0.5, 0.5, "0")}, r"split\[2\]"),
     ],
 )
 def test_bad_cohort_arguments_raise_before_writing(

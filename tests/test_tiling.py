@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from cervixwsi.errors import (
     GeometryError,
+    LevelError,
     ParameterError,
     PatchStoreError,
     RegionError,
@@ -198,8 +199,28 @@ def test_grid_at_a_target_mpp() -> None:
     between = PatchGrid(32, mpp=0.75, min_tissue=0).coords(slide)
     assert (between.level, between.downsample) == (1, 3.0)
     assert read_patch(slide, between, 0).shape == (32, 32, 3)  # 48 px of level 1, resized
-    with pytest.raises(ParameterError, match="records no mpp"):
+    with pytest.raises(LevelError, match="records no µm per pixel"):
         PatchGrid(32, mpp=1.0).coords(ArraySlide(image))
+
+
+def test_grid_and_sampler_choose_levels_by_the_shared_rule() -> None:
+    """The slide's µm/px is its coarser axis; a missing level fails the same everywhere."""
+    image = textured((256, 256))
+    levels = [image, image[::2, ::2].copy()]
+    slide = ArraySlide(levels, mpp=(0.25, 0.26), name="aniso")
+    grid = PatchGrid(16, mpp=0.52, min_tissue=0).coords(slide)
+    assert (grid.level, grid.downsample) == (1, 2.0)  # 0.52 / 0.26, not / 0.255
+    finer = PatchGrid(16, mpp=0.5, min_tissue=0).coords(slide)  # 0.5 µm/px is finer than level 1
+    assert finer.level == 0 and finer.downsample == pytest.approx(0.5 / 0.26)
+    coords = PatchCoords([0], [0], level=3, size=8, downsample=8.0, slide_dimensions=(256, 256))
+    with pytest.raises(LevelError, match=r"read_patch: level 3 is not in slide 'aniso'"):
+        read_patch(slide, coords, 0)
+    with pytest.raises(LevelError, match="PatchGrid: level 2"):
+        PatchGrid(16, level=2).coords(slide)
+    with pytest.raises(ParameterError, match=r"PatchGrid\.patch_size must be an integer >= 1"):
+        PatchGrid(16.0).coords(slide)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"PatchCoords\.size"):
+        PatchCoords([0], [0], level=0, size=0, downsample=1.0, slide_dimensions=(9, 9))
 
 
 def test_grid_bad_input() -> None:
@@ -208,7 +229,7 @@ def test_grid_bad_input() -> None:
         PatchGrid(64).coords(slide, TissueMask(np.ones((3, 3), bool), 100, (300, 300)))
     with pytest.raises(GeometryError, match="does not fit"):
         PatchGrid(512).coords(slide)
-    with pytest.raises(RegionError, match=r"levels 0\.\.0, got level 2"):
+    with pytest.raises(RegionError, match=r"PatchGrid: level 2 is not in slide 's'.* 0\.\.0"):
         PatchGrid(64, level=2).coords(slide)
     for bad in ({"patch_size": 0}, {"stride": -1}, {"min_tissue": 1.5}, {"mpp": 0.0}):
         with pytest.raises(ParameterError, match="PatchGrid"):
@@ -355,7 +376,7 @@ def test_sampler_bad_input() -> None:
         PatchSampler().sample((512, 500), tissue)
     with pytest.raises(SamplingError, match="does not fit"):
         PatchSampler(patch_size=1024).sample(dims, tissue)
-    with pytest.raises(RegionError, match=r"levels 0\.\.0"):
+    with pytest.raises(LevelError, match=r"PatchSampler: level 1 .*levels are 0\.\.0"):
         PatchSampler(level=1).sample(slide, tissue)
     with pytest.raises(ParameterError, match="needs the slide"):
         PatchSampler(level=1).sample(dims, tissue)
@@ -485,8 +506,6 @@ def test_interrupted_build_resumes_without_loss_or_duplication(
     assert not partial.is_complete
     with pytest.raises(PatchStoreError, match="has not been extracted"):
         partial.read(np.arange(len(partial)))
-    with pytest.raises(PatchStoreError, match="have not been extracted"):
-        partial.as_tf_dataset()  # refused before TensorFlow is imported
     # Chunks marked done are readable and right already.
     done_idx = np.flatnonzero(partial.extracted)
     assert len(done_idx) % 4 == 0 and len(done_idx) < len(partial)
@@ -504,6 +523,94 @@ def test_interrupted_build_resumes_without_loss_or_duplication(
     assert sum(s.reads for s in idle) == 0
 
 
+class UnmaskableSlide(ArraySlide):
+    """An ArraySlide whose whole-level read (tissue detection) fails, as a stopped job would."""
+
+    def __init__(self, *args: Any, error: BaseException, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error = error
+
+    def read_level(self, level: int) -> np.ndarray:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [OSError("simulated"), KeyboardInterrupt()])
+def test_build_interrupted_while_planning_leaves_no_store(
+    tmp_path: Path, error: BaseException
+) -> None:
+    slides, tumors = two_slides()
+    image = textured((640, 768), seed=1)
+    failing = UnmaskableSlide(image, mpp=0.5, name="normal-b", error=error)
+    path = tmp_path / "s.zarr"
+    with pytest.raises(type(error)):
+        PatchStore.build(
+            path, [slides[0], failing], SAMPLER, tumor_masks=tumors, seed=11, progress=False
+        )
+    # The first slide was planned already, but nothing is left: no store, no temporary.
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PatchStoreError, match="no patch store"):
+        PatchStore(path)
+    # The rerun plans and fills from scratch.
+    again, tumors = two_slides()
+    store = PatchStore.build(path, again, SAMPLER, tumor_masks=tumors, seed=11, progress=False)
+    assert store.is_complete and len(store) == 45
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
+
+
+def test_store_records_its_format_identity_and_completion(tmp_path: Path) -> None:
+    import zarr
+
+    from cervixwsi import __version__
+
+    path = tmp_path / "s.zarr"
+    failing, tumors = two_slides(fail_after=7)
+    with pytest.raises(OSError, match="simulated"):
+        build(path, failing, tumors)
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    assert attrs["format"] == "cervixwsi.PatchStore" and attrs["format_version"] == 2
+    assert attrs["cervixwsi_version"] == __version__ and attrs["complete"] is False
+    assert set(attrs["identity"]) == {
+        "slides",
+        "sampler",
+        "seed",
+        "tumor_masks",
+        "tissue_masks",
+        "masker",
+    }
+    assert attrs["identity"]["seed"] == 11
+    build(path, *two_slides())
+    assert zarr.open_group(str(path), mode="r").attrs["complete"] is True
+
+
+def test_a_version_1_store_is_read_and_resumed(tmp_path: Path) -> None:
+    """Stores of format version 1 (identity as top-level attributes) stay usable."""
+    import zarr
+
+    reference = build(tmp_path / "ref.zarr", *two_slides())
+    path = tmp_path / "s.zarr"
+    with pytest.raises(OSError, match="simulated"):
+        build(path, *two_slides(fail_after=7))
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = dict(group.attrs)
+    identity = attrs.pop("identity")
+    del attrs["complete"]
+    group.attrs.put({**attrs, **identity, "format_version": 1, "planned": True})
+    old = PatchStore(path)
+    assert not old.is_complete and old.slide_names == ("tumor-a", "normal-b")
+    assert old.sampler == SAMPLER and old.masker is None
+    with pytest.raises(StoreMismatchError, match="seed: 11 -> 12"):
+        build(path, *two_slides(), seed=12)
+    resumed = build(path, *two_slides())
+    assert resumed.is_complete
+    np.testing.assert_array_equal(resumed.read(np.arange(45)), reference.read(np.arange(45)))
+    # A version-1 store whose planning was interrupted (planned in place) is refused.
+    group.attrs.put({**attrs, **identity, "format_version": 1, "planned": False})
+    with pytest.raises(PatchStoreError, match="planning was interrupted"):
+        PatchStore(path)
+    with pytest.raises(PatchStoreError, match="planning was interrupted"):
+        build(path, *two_slides())
+
+
 def test_building_with_other_parameters_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     build(path, *two_slides())
@@ -519,10 +626,23 @@ def test_building_with_other_parameters_is_refused(tmp_path: Path) -> None:
             seed=11,
             progress=False,
         )
-    with pytest.raises(StoreMismatchError, match="seed"):
+    with pytest.raises(StoreMismatchError, match="seed: 11 -> 12"):
         build(path, slides, tumors, seed=12)
-    with pytest.raises(StoreMismatchError, match="slides"):
+    with pytest.raises(StoreMismatchError, match="slides") as refused:
         build(path, slides[::-1], tumors[::-1])
+    assert "slides ('tumor-a', 'normal-b' -> 'normal-b', 'tumor-a')" in str(refused.value)
+    # One message lists every difference.
+    with pytest.raises(StoreMismatchError) as refused:
+        PatchStore.build(path, slides, other, tumor_masks=tumors, seed=12, progress=False)
+    message = str(refused.value)
+    for words in (
+        "sampler (n_tumor: 20 -> 21)",
+        "seed: 11 -> 12",
+        "tissue_masks",
+        "masker",
+        "build into a new path",
+    ):
+        assert words in message
 
 
 def test_building_with_other_masks_or_masker_is_refused(tmp_path: Path) -> None:
@@ -597,15 +717,6 @@ def test_iter_batches(tmp_path: Path) -> None:
         next(store.iter_batches(0))
 
 
-def test_as_tf_dataset_parameters_are_checked_before_tensorflow(tmp_path: Path) -> None:
-    store = build(tmp_path / "s.zarr", *two_slides())
-    for bad in ({"batch_size": 0}, {"epochs": 0}, {"seed": -1}, {"seed": 1.5}):
-        with pytest.raises(ParameterError, match="as_tf_dataset"):
-            store.as_tf_dataset(**bad)
-    with pytest.raises(PatchStoreError, match="index out of range"):
-        store.as_tf_dataset(indices=[0, 45])
-
-
 def test_importing_tiling_does_not_import_tensorflow() -> None:
     import subprocess
     import sys
@@ -615,53 +726,7 @@ def test_importing_tiling_does_not_import_tensorflow() -> None:
     assert out.stdout.strip() == "False"
 
 
-def _indices_of(patches: np.ndarray, reference: np.ndarray) -> list[int]:
-    """Which reference patch each patch is (the textured patches are all different)."""
-    lookup = {p.tobytes(): i for i, p in enumerate(reference)}
-    assert len(lookup) == len(reference)
-    return [lookup[p.tobytes()] for p in patches]
-
-
-@pytest.mark.tf
-def test_as_tf_dataset_reads_every_patch_once_per_pass(tmp_path: Path) -> None:
-    tf = pytest.importorskip("tensorflow")
-    store = build(tmp_path / "s.zarr", *two_slides())
-    everything = store.read(np.arange(45))
-    ds = store.as_tf_dataset(16)
-    assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype.is_integer
-    batches = [(p.numpy(), y.numpy()) for p, y in ds]
-    assert [len(p) for p, _ in batches] == [16, 16, 13]
-    assert batches[0][0].shape == (16, 32, 32, 3) and batches[0][0].dtype == np.uint8
-    np.testing.assert_array_equal(np.concatenate([p for p, _ in batches]), everything)
-    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), store.labels)
-
-    def passes(**kw: Any) -> list[list[int]]:
-        """The patch indices of each pass, in the order the dataset yields them."""
-        seen: list[int] = []
-        for patches, labels in store.as_tf_dataset(10, shuffle=True, **kw):
-            order = _indices_of(patches.numpy(), everything)
-            np.testing.assert_array_equal(labels.numpy(), store.labels[order])
-            seen += order
-        return [seen[k : k + 45] for k in range(0, len(seen), 45)]
-
-    shuffled = passes(seed=3, epochs=2)
-    assert len(shuffled) == 2
-    for order in shuffled:
-        assert sorted(order) == list(range(45))  # every patch exactly once per pass
-    assert shuffled[0] != shuffled[1]  # each pass in its own order
-    assert shuffled[0] != list(range(45))
-    assert passes(seed=3, epochs=2) == shuffled  # reproducible from the seed
-    assert passes(seed=4)[0] != shuffled[0]
-    assert passes()[0] != passes()[0]  # without a seed, a fresh order each time
-    # Only some patches, in their order; patches alone.
-    subset = [p.numpy() for p in store.as_tf_dataset(2, indices=[3, 1, -5], labels=False)]
-    assert [len(p) for p in subset] == [2, 1]
-    np.testing.assert_array_equal(np.concatenate(subset), store.read([3, 1, 40]))
-    assert sorted(passes(seed=0, indices=np.arange(0, 45, 2))[0]) == list(range(0, 45, 2))
-
-
-def test_store_from_a_pyramid_file_matches_openslide(tmp_path: Path) -> None:
-    openslide = pytest.importorskip("openslide")
+def test_store_from_a_pyramid_file_matches_openslide(tmp_path: Path, openslide: Any) -> None:
     from cervixwsi.slide import write_pyramid
 
     image = np.full((1024, 1280, 3), 235, np.uint8)

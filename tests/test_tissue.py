@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cervixwsi.errors import GeometryError, ParameterError, RegionError
-from cervixwsi.geometry import Box, Raster
+from cervixwsi.errors import GeometryError, LevelError, ParameterError, RegionError
+from cervixwsi.geometry import Box, Raster, resolve_level
 from cervixwsi.slide import ArraySlide
+from cervixwsi.synthetic import SyntheticSlide, SyntheticSlideSpec, make_slide
 from cervixwsi.tissue import TissueMask, TissueMasker, pen_mask
 
 GLASS = (238, 236, 240)
@@ -27,7 +28,7 @@ PURPLE = (120, 70, 150)
 def load_tile(tiles: Path, name: str) -> np.ndarray:
     image = cv2.imread(str(tiles / name), cv2.IMREAD_COLOR)
     assert image is not None, name
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
 def blob_image(rng: np.random.Generator, shape: tuple[int, int], n: int = 4) -> np.ndarray:
@@ -68,24 +69,24 @@ VALUE_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("name", GLASS_CROPS)
-def test_glass_crops_have_under_one_percent_tissue(shared_tiles: Path, name: str) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
+def test_glass_crops_have_under_one_percent_tissue(real_tiles: Path, name: str) -> None:
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=0.25, name=name)
     assert CROP_MASKER.mask(slide).tissue_fraction < 0.01
 
 
 @pytest.mark.parametrize("setting", sorted(VALUE_SETTINGS))
 @pytest.mark.parametrize("name", [*GLASS_CROPS, "almost-white-2.png"])
 def test_glass_crops_stay_glass_with_the_value_channel(
-    shared_tiles: Path, name: str, setting: str
+    real_tiles: Path, name: str, setting: str
 ) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=0.25, name=name)
     masker = dataclasses.replace(CROP_MASKER, **VALUE_SETTINGS[setting])
     assert masker.mask(slide).tissue_fraction < 0.01
 
 
 @pytest.mark.parametrize("name", ["almost-white-1.png", "no-tissue2.png"])
-def test_value_bounds_and_glass_rule_each_keep_glass_out(shared_tiles: Path, name: str) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=0.25, name=name)
+def test_value_bounds_and_glass_rule_each_keep_glass_out(real_tiles: Path, name: str) -> None:
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=0.25, name=name)
     value = dataclasses.replace(CROP_MASKER, channels=("value",))
     # Neither safeguard: Otsu splits the glass's noise (values 233-250) into "tissue".
     bare = dataclasses.replace(value, value_otsu_bounds=(0, 255), exclude_glass=False)
@@ -96,11 +97,11 @@ def test_value_bounds_and_glass_rule_each_keep_glass_out(shared_tiles: Path, nam
     assert only_glass_rule.mask(slide).tissue_fraction < 0.01
 
 
-def test_almost_white_crop_is_glass_but_for_a_scrap_in_its_corner(shared_tiles: Path) -> None:
+def test_almost_white_crop_is_glass_but_for_a_scrap_in_its_corner(real_tiles: Path) -> None:
     # almost-white-2 is glass with a scrap of tissue (about 25 x 10 µm) in its top-right
     # corner: smaller than the minimum piece, so under 1 %; without the minimum it is
     # found, and nothing else is.
-    slide = ArraySlide(load_tile(shared_tiles, "almost-white-2.png"), mpp=0.25)
+    slide = ArraySlide(load_tile(real_tiles, "almost-white-2.png"), mpp=0.25)
     assert CROP_MASKER.mask(slide).tissue_fraction < 0.01
     mask = TissueMasker(mpp=2.0, min_tissue_area_um2=0).mask(slide)
     assert mask.tissue_fraction > 0.01
@@ -109,16 +110,16 @@ def test_almost_white_crop_is_glass_but_for_a_scrap_in_its_corner(shared_tiles: 
 
 
 @pytest.mark.parametrize(("name", "mpp"), TISSUE_CROPS)
-def test_tissue_crops_have_over_half_tissue(shared_tiles: Path, name: str, mpp: float) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=mpp, name=name)
+def test_tissue_crops_have_over_half_tissue(real_tiles: Path, name: str, mpp: float) -> None:
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=mpp, name=name)
     assert CROP_MASKER.mask(slide).tissue_fraction > 0.5
 
 
 @pytest.mark.parametrize(("name", "mpp"), TISSUE_CROPS)
 def test_tissue_crops_stay_tissue_with_the_value_channel(
-    shared_tiles: Path, name: str, mpp: float
+    real_tiles: Path, name: str, mpp: float
 ) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=mpp, name=name)
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=mpp, name=name)
     by_saturation = CROP_MASKER.mask(slide).tissue_fraction
     got = {
         setting: dataclasses.replace(CROP_MASKER, **kw).mask(slide).tissue_fraction
@@ -140,9 +141,9 @@ def test_tissue_crops_stay_tissue_with_the_value_channel(
     ],
 )
 def test_pen_only_crops_are_not_tissue_with_pen_exclusion(
-    shared_tiles: Path, name: str, mpp: float, masker: TissueMasker
+    real_tiles: Path, name: str, mpp: float, masker: TissueMasker
 ) -> None:
-    slide = ArraySlide(load_tile(shared_tiles, name), mpp=mpp)
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=mpp)
     assert masker.mask(slide).tissue_fraction < 0.01
     # Without the exclusion the ink is saturated enough to pass Otsu: the option matters.
     no_pen = TissueMasker(mpp=2.0, min_tissue_area_um2=1000.0, exclude_pen=False)
@@ -150,8 +151,8 @@ def test_pen_only_crops_are_not_tissue_with_pen_exclusion(
 
 
 @pytest.mark.parametrize("name", ["tcga-red-pen.png", "tcga-green-pen.png"])
-def test_ink_over_tissue_is_cut_out_and_the_tissue_kept(shared_tiles: Path, name: str) -> None:
-    rgb = load_tile(shared_tiles, name)
+def test_ink_over_tissue_is_cut_out_and_the_tissue_kept(real_tiles: Path, name: str) -> None:
+    rgb = load_tile(real_tiles, name)
     mask = CROP_MASKER.mask(ArraySlide(rgb, mpp=0.25))
     full = mask.at_downsample(1.0).array
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -163,8 +164,8 @@ def test_ink_over_tissue_is_cut_out_and_the_tissue_kept(shared_tiles: Path, name
     assert 0.3 < mask.tissue_fraction < 0.8
 
 
-def test_thumbnail_with_pen_rings_keeps_the_tissue_inside(shared_tiles: Path) -> None:
-    rgb = load_tile(shared_tiles, "diagnostic-slide-thumb-rgb.png")
+def test_thumbnail_with_pen_rings_keeps_the_tissue_inside(real_tiles: Path) -> None:
+    rgb = load_tile(real_tiles, "diagnostic-slide-thumb-rgb.png")
     # A whole-slide thumbnail: about 2 cm of slide over 468 px, so ~40 µm/px.
     mask = TissueMasker(level=0).mask(ArraySlide(rgb, mpp=40.0))
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -179,9 +180,9 @@ def test_thumbnail_with_pen_rings_keeps_the_tissue_inside(shared_tiles: Path) ->
 
 
 def test_thumbnail_with_blue_pen_strokes_keeps_the_tissue_and_drops_the_ink(
-    shared_tiles: Path,
+    real_tiles: Path,
 ) -> None:
-    rgb = load_tile(shared_tiles, "wsi-blue-pen.png")
+    rgb = load_tile(real_tiles, "wsi-blue-pen.png")
     # A whole-slide thumbnail (174 x 133 px): a section on the left, blue marker strokes
     # at the right edge; masked at its own resolution, taken as 40 µm/px.
     slide = ArraySlide(rgb, mpp=40.0)
@@ -224,30 +225,73 @@ def test_pen_mask_classifies_ink_and_stain_colours() -> None:
     ]
 
 
-def test_pen_mask_matches_its_documented_rules(rng: np.random.Generator) -> None:
-    hsv = np.stack(
-        [
-            rng.integers(0, 180, (200, 300)),
-            rng.integers(0, 256, (200, 300)),
-            rng.integers(0, 256, (200, 300)),
-        ],
-        axis=-1,
-    ).astype(np.uint8)
-    h, s, v = (hsv[..., i].astype(int) for i in range(3))
-    inked = s >= 30
-    green_blue = inked & (h >= 35) & (h < 125)
-    red = ((h < 10) | (h >= 170)) & (s >= 170)
-    pure_red = inked & ((h < 5) | (h >= 174))
-    np.testing.assert_array_equal(pen_mask(hsv), green_blue | red | pure_red | (v < 50))
+# Each pen-marked tile, how its tissue is masked, and the inks on it.
+PEN_TILES = [
+    ("tcga-red-pen.png", 0.25, CROP_MASKER, ("red",)),
+    ("tcga-green-pen.png", 0.25, CROP_MASKER, ("green-blue",)),
+    ("wsi-blue-pen.png", 40.0, TissueMasker(level=0), ("green-blue",)),
+    ("diagnostic-slide-thumb-rgb.png", 40.0, TissueMasker(level=0), ("green-blue", "red")),
+    ("no-tissue-red-pen.png", 0.5, TissueMasker(mpp=2.0, min_tissue_area_um2=10_000), ("red",)),
+    ("no-tissue-green-pen.png", 0.25, CROP_MASKER, ("green-blue",)),
+]
+
+
+def ink_and_stain(rgb: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Where a tile shows each ink, and where it shows stained tissue, by colour alone.
+
+    Colour facts, not the masker's rules (OpenCV HSV, hue 0..179): H&E's hues lie in
+    [120, 180) and [0, 10); green, teal and blue ink lie in [35, 130) and are saturated;
+    red ink is pure red and far more saturated than eosin.
+    """
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(int)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    inks = {
+        "green-blue": (h >= 35) & (h < 130) & (s > 60),
+        "red": ((h < 8) | (h >= 176)) & (s > 150),
+    }
+    stain = (h >= 130) & (h < 176) & (s > 40) & (v >= 60)
+    return inks, stain
+
+
+@pytest.mark.parametrize(("name", "mpp", "masker", "inks"), PEN_TILES)
+def test_pen_removal_takes_the_inks_colour_out_and_keeps_the_tissue(
+    real_tiles: Path, name: str, mpp: float, masker: TissueMasker, inks: tuple[str, ...]
+) -> None:
+    rgb = load_tile(real_tiles, name)
+    slide = ArraySlide(rgb, mpp=mpp, name=name)
+    kept = masker.mask(slide).at_downsample(1.0).array
+    lax = dataclasses.replace(masker, exclude_pen=False).mask(slide).at_downsample(1.0).array
+    colours, stain = ink_and_stain(rgb)
+    for ink in inks:
+        ink_pixels = colours[ink]
+        assert ink_pixels.mean() > 0.01, ink  # the tile does show this ink
+        # Saturated enough to pass for tissue without the exclusion; gone with it.
+        assert lax[ink_pixels].mean() > 0.9, ink
+        assert kept[ink_pixels].mean() < 0.01, ink
+    if name.startswith("no-tissue"):
+        assert kept.mean() < 0.01
+    else:  # the stained tissue stays, but for a band along the ink
+        assert kept[stain & lax].mean() > 0.6
+
+
+@pytest.mark.parametrize(("name", "mpp"), TISSUE_CROPS)
+def test_pen_removal_keeps_all_the_tissue_of_tiles_without_ink(
+    real_tiles: Path, name: str, mpp: float
+) -> None:
+    slide = ArraySlide(load_tile(real_tiles, name), mpp=mpp, name=name)
+    kept = CROP_MASKER.mask(slide).array
+    lax = dataclasses.replace(CROP_MASKER, exclude_pen=False).mask(slide).array
+    assert lax.mean() > 0.5
+    assert (kept & lax).sum() >= 0.99 * lax.sum()
 
 
 # --- a real slide ---------------------------------------------------------------------
 
 
-def test_real_svs_gives_one_plausible_mask(shared_slides: Path) -> None:
+def test_real_svs_gives_one_plausible_mask(real_slides: Path) -> None:
     from cervixwsi.slide import Slide
 
-    with Slide(shared_slides / "cmu_small_region.svs") as slide:
+    with Slide(real_slides / "cmu_small_region.svs") as slide:
         mask = TissueMasker().mask(slide)
     # 2220 x 2967 px at 0.499 µm/px averaged to 8 µm/px: 139 x 186 pixels.
     assert mask.shape == (186, 139)
@@ -255,6 +299,7 @@ def test_real_svs_gives_one_plausible_mask(shared_slides: Path) -> None:
     # One strip of skin down the middle covers about 40 % of the region (seen on the
     # thumbnail); the left fifth and the top-right corner are glass.
     assert 0.30 < mask.tissue_fraction < 0.50
+    assert mask.area_um2 is not None
     assert 0.45e6 < mask.area_um2 < 0.8e6  # µm², of the 1.64 mm² region
     boxes = mask.boxes()
     assert boxes[0].contains(Box(600, 600, 800, 2000))
@@ -266,11 +311,8 @@ def test_real_svs_gives_one_plausible_mask(shared_slides: Path) -> None:
 # --- synthetic slides -----------------------------------------------------------------
 
 
-def _make_synthetic(tmp_path: Path, **spec: Any) -> Any:
-    synthetic = pytest.importorskip("cervixwsi.synthetic")
-    if not hasattr(synthetic, "make_slide"):
-        pytest.skip("cervixwsi.synthetic.make_slide is not available yet")
-    return synthetic.make_slide(synthetic.SyntheticSlideSpec(**spec), tmp_path / "syn.tif")
+def _make_synthetic(tmp_path: Path, **spec: Any) -> SyntheticSlide:
+    return make_slide(SyntheticSlideSpec(**spec), tmp_path / "syn.tif")
 
 
 @pytest.mark.slow
@@ -703,10 +745,28 @@ def test_bad_parameters_raise_parameter_error(kwargs: dict[str, Any]) -> None:
         TissueMasker(**kwargs).mask(slide)
 
 
-def test_missing_level_raises_region_error() -> None:
+def test_missing_level_raises_level_error() -> None:
     slide = ArraySlide(np.full((8, 8, 3), 200, np.uint8), mpp=1.0, name="tiny")
-    with pytest.raises(RegionError, match=r"'tiny' has levels 0\.\.0, got level 2"):
+    # LevelError is a RegionError: code that caught RegionError still does.
+    with pytest.raises(LevelError, match=r"level 2 is not in slide 'tiny'.*levels are 0\.\.0"):
         TissueMasker(level=2).mask(slide)
+    with pytest.raises(RegionError, match=r"level 2 is not in slide 'tiny'"):
+        TissueMasker(level=2).choose_level(slide)
+
+
+def test_choose_level_is_the_one_level_rule_on_the_coarser_axis() -> None:
+    """The level of geometry.resolve_level (the slide's coarser axis), as every stage reads."""
+    levels = [np.zeros((1024 >> k, 1024 >> k, 3), np.uint8) for k in range(5)]
+    slide = ArraySlide(levels, mpp=(0.5, 0.52))
+    for mpp in (0.5, 1.0, 2.0, 2.07, 2.1, 4.0, 8.0, 8.4, 100.0):
+        expected = resolve_level(slide, mpp=mpp)
+        assert TissueMasker(mpp=mpp).choose_level(slide) == expected == slide.level_for_mpp(mpp)
+    # Level 2 is 2.0 x 2.08 µm/px: too coarse on y for 2.05 µm/px (the mean, 2.04, was not).
+    assert TissueMasker(mpp=2.05).choose_level(slide) == 1
+    # Without a recorded mpp, assumed_mpp stands in for it.
+    bare = ArraySlide(levels)
+    assert TissueMasker(mpp=8.0, assumed_mpp=2.0).choose_level(bare) == 2
+    assert TissueMasker(level=3).choose_level(bare) == 3
 
 
 class HugeSlide:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import numbers
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from cervixwsi._io import atomic_path
+from cervixwsi._validate import check_int, check_positive_int, is_int
 from cervixwsi._version import __version__
 from cervixwsi.errors import ClassifierError, NotFittedError, ParameterError, ResultFileError
 from cervixwsi.features import FeatureTable
@@ -178,11 +179,6 @@ def _as_matrix(
             f"{len(names)} feature_names for an array of {values.shape[1]} columns"
         )
     return values, names, None
-
-
-def _is_int(value: object) -> bool:
-    """An integer of any kind (Python or NumPy), but not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _plain(value: Any) -> Any:
@@ -331,8 +327,7 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ClassifierError
             On one class only, non-finite features, or labels other than 0/1.
         """
-        if not _is_int(self.n_estimators) or self.n_estimators < 1:
-            raise ParameterError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
+        check_positive_int(self.n_estimators, "SlideClassifier.n_estimators")
         values, names, preset = _as_matrix(X, feature_names)
         n_slides, n_features = values.shape
         if n_features == 0:
@@ -350,10 +345,9 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"training needs slides of both classes, got {counts[0]} normal and "
                 f"{counts[1]} tumor"
             )
-        k = n_features if self.top_k is None else self.top_k
-        if not _is_int(k) or not 1 <= k <= n_features:
-            raise ParameterError(f"top_k must be an int in [1, {n_features}], got {self.top_k!r}")
-        k = int(k)
+        k = n_features
+        if self.top_k is not None:
+            k = check_int(self.top_k, "SlideClassifier.top_k", min=1, max=n_features)
 
         ranking_forest = self._forest().fit(values, labels)
         importances = np.asarray(ranking_forest.feature_importances_, dtype=np.float64)
@@ -472,11 +466,12 @@ class SlideClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             "thresholds": None if thresholds is None else [float(t) for t in thresholds],
         }
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with (
+            atomic_path(path) as tmp,
+            zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as zf,
+        ):
             zf.writestr(_META_MEMBER, json.dumps(meta, indent=2))
             zf.writestr(_MODEL_MEMBER, skops.io.dumps(self.forest_))
-        tmp.replace(path)
         return path
 
     def _saved_params(self) -> dict[str, Any]:
@@ -618,12 +613,10 @@ def cross_validate(
     values, names, preset = _as_matrix(X, feature_names)
     labels = _as_labels(y, values.shape[0])
     template = classifier if classifier is not None else SlideClassifier()
-    if isinstance(cv, bool):
-        raise ParameterError(f"cv must be a number of folds or an iterable of splits, got {cv!r}")
-    if isinstance(cv, int | np.integer):
+    if is_int(cv):  # a Python or NumPy integer, not a bool
         from sklearn.model_selection import StratifiedKFold
 
-        k = int(cv)
+        k = check_int(cv, "cross_validate.cv")
         counts = np.bincount(labels, minlength=2)
         if k < 2 or counts.min() < k:
             raise ClassifierError(
@@ -632,8 +625,12 @@ def cross_validate(
             )
         splitter = StratifiedKFold(n_splits=k, shuffle=seed is not None, random_state=seed)
         splits = [(tr, te) for tr, te in splitter.split(values, labels)]
-    else:
+    elif isinstance(cv, Iterable):
         splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv]
+    else:
+        raise ParameterError(
+            f"cross_validate.cv must be a number of folds or an iterable of splits, got {cv!r}"
+        )
     table = FeatureTable(
         values,
         names if names is not None else tuple(f"x{i}" for i in range(values.shape[1])),

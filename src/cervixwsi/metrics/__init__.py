@@ -8,8 +8,16 @@ The two metrics of the study's Table 3 and Fig. 4:
   the same slides (:func:`compare_auc`).
 * **FROC** of lesion detections, the Camelyon16 protocol (:func:`froc` on
   arrays at the evaluation level, :class:`FROCEvaluator` on
-  :class:`~cervixwsi.geometry.Raster` masks and submission CSVs), and
+  :class:`~cervixwsi.geometry.Raster` masks, anything that draws itself as one
+  (:class:`MaskSource`, such as an :class:`~cervixwsi.annotations.AnnotationSet`
+  read from an annotation file) and submission CSVs), and
   :func:`detect_lesions`, the step from a probability heatmap to detections.
+* :func:`format_p_value` writes a p-value for a report (``p < 0.0001``, never
+  ``p = 0.0000``).
+
+Metrics takes masks, never annotations: it depends only on
+:mod:`cervixwsi.geometry`, :mod:`cervixwsi.errors` and the parameter checks, and
+:mod:`cervixwsi.annotations` does not depend on it either.
 
 Pure NumPy / SciPy / scikit-image / scikit-learn; the heavier imports happen on
 first use.
@@ -25,21 +33,16 @@ from __future__ import annotations
 
 from cervixwsi.metrics._detect import detect_lesions
 from cervixwsi.metrics._detections import read_detections_csv, write_detections_csv
-from cervixwsi.metrics._froc import (
-    EVAL_FPS,
-    FROCEvaluator,
-    FROCResult,
-    SlideFROC,
-    evaluation_mask,
-    froc,
-    itc_labels,
-)
+from cervixwsi.metrics._evaluation_mask import evaluation_mask, itc_labels
+from cervixwsi.metrics._evaluator import FROCEvaluator, MaskSource
+from cervixwsi.metrics._froc import EVAL_FPS, FROCResult, SlideFROC, froc
 from cervixwsi.metrics._roc import (
     AucCI,
     AucComparison,
     RocCurve,
     auc_ci,
     compare_auc,
+    format_p_value,
     roc_auc,
     roc_curve,
 )
@@ -50,12 +53,14 @@ __all__ = [
     "AucComparison",
     "FROCEvaluator",
     "FROCResult",
+    "MaskSource",
     "RocCurve",
     "SlideFROC",
     "auc_ci",
     "compare_auc",
     "detect_lesions",
     "evaluation_mask",
+    "format_p_value",
     "froc",
     "itc_labels",
     "read_detections_csv",

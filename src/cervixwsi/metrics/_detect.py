@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._validate import check_choice, check_real
 from cervixwsi.errors import MetricsError
 from cervixwsi.geometry import Raster
 
@@ -74,8 +75,9 @@ def detect_lesions(
     Raises
     ------
     MetricsError
-        A non-numeric heatmap, a bad ``threshold``, ``method`` or ``radius_um``,
-        or ``"nms"`` on a heatmap without ``mpp``.
+        A non-numeric heatmap, or ``"nms"`` on a heatmap without ``mpp``.
+    ParameterError
+        A bad ``threshold``, ``method`` or ``radius_um``.
 
     Examples
     --------
@@ -94,9 +96,8 @@ def detect_lesions(
     arr = np.asarray(heatmap.array)
     if arr.dtype.kind not in "biuf":
         raise MetricsError(f"a heatmap must be numeric, got dtype {arr.dtype}")
-    t = float(threshold)
-    if not math.isfinite(t):
-        raise MetricsError(f"threshold must be finite, got {threshold!r}")
+    t = check_real(threshold, "detect_lesions.threshold")
+    check_choice(method, "detect_lesions.method", ("components", "nms"))
     p = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if method == "components":
         above = p >= t
@@ -110,17 +111,14 @@ def detect_lesions(
         first = np.ones(order.size, bool)
         first[1:] = labels.ravel()[order[1:]] != labels.ravel()[order[:-1]]
         peaks = order[first]
-    elif method == "nms":
+    else:  # "nms": check_choice refused anything else
         size_um = heatmap.pixel_size_um
         if size_um is None:
             raise MetricsError(
                 "method='nms' needs the heatmap's mpp (to convert radius_um to pixels); "
                 "build the Raster with mpp=..."
             )
-        r_um = float(radius_um)
-        if not math.isfinite(r_um) or r_um < 0:
-            raise MetricsError(f"radius_um must be non-negative and finite, got {radius_um!r}")
-        radius = r_um / size_um
+        radius = check_real(radius_um, "detect_lesions.radius_um", min=0) / size_um
         k = math.floor(radius)
         d = np.arange(-k, k + 1)
         disk = d[:, None] ** 2 + d[None, :] ** 2 <= radius**2
@@ -141,8 +139,6 @@ def detect_lesions(
             keep.append(i)
             suppressed[tree.query_ball_point((cr[i], cc[i]), radius)] = True
         peaks = cand[np.asarray(keep, np.intp)]
-    else:
-        raise MetricsError(f"method must be 'components' or 'nms', got {method!r}")
     rows, cols = np.divmod(peaks, p.shape[1])
     x, y = _centres(heatmap, rows, cols)
     out = np.column_stack([p.ravel()[peaks], x, y])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._io import atomic_write_text
 from cervixwsi.errors import MetricsError
 
 __all__ = ["as_detections", "read_detections_csv", "write_detections_csv"]
@@ -138,7 +139,8 @@ def write_detections_csv(path: str | os.PathLike[str], detections: npt.ArrayLike
     Parameters
     ----------
     path : str or os.PathLike
-        The file to write (overwritten; its folder must exist).
+        The file to write (overwritten atomically: a reader never sees half a
+        file; its folder must exist).
     detections : array-like (N, 3)
         ``prob, x, y`` per detection (non-negative finite probabilities,
         integer level-0 coordinates).
@@ -166,7 +168,7 @@ def write_detections_csv(path: str | os.PathLike[str], detections: npt.ArrayLike
     p = Path(path)
     lines = [f"{float(d[0])!r},{int(d[1])},{int(d[2])}\n" for d in dets]
     try:
-        p.write_text("".join(lines), encoding="utf-8")
+        atomic_write_text(p, "".join(lines))
     except OSError as exc:
         raise MetricsError(f"cannot write detections CSV {p}: {exc.strerror or exc}") from exc
     return p

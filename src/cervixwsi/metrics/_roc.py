@@ -9,9 +9,19 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._validate import check_choice, check_int, check_positive_int, check_real
 from cervixwsi.errors import MetricsError
 
-__all__ = ["AucCI", "AucComparison", "RocCurve", "auc_ci", "compare_auc", "roc_auc", "roc_curve"]
+__all__ = [
+    "AucCI",
+    "AucComparison",
+    "RocCurve",
+    "auc_ci",
+    "compare_auc",
+    "format_p_value",
+    "roc_auc",
+    "roc_curve",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -144,11 +154,9 @@ def _as_scores(scores: npt.ArrayLike, n: int, name: str = "scores") -> FloatArra
     return s
 
 
-def _check_alpha(alpha: float) -> float:
-    a = float(alpha)
-    if not 0 < a < 1:
-        raise MetricsError(f"alpha must be in (0, 1), e.g. 0.05 for a 95% interval, got {alpha!r}")
-    return a
+def _check_alpha(alpha: float, owner: str) -> float:
+    """``alpha`` in ``(0, 1)``: 0.05 for a 95% interval."""
+    return check_real(alpha, f"{owner}.alpha", min=0, max=1, min_open=True, max_open=True)
 
 
 # --- ROC, AUC ------------------------------------------------------------------------
@@ -323,7 +331,9 @@ def auc_ci(
     ------
     MetricsError
         Invalid labels or scores (see :func:`roc_auc`), fewer than 2 cases of
-        a class for DeLong, a bad ``alpha``, ``n_bootstrap`` or ``method``.
+        a class for DeLong.
+    ParameterError
+        A bad ``alpha``, ``n_bootstrap`` or ``method``.
 
     Examples
     --------
@@ -340,33 +350,31 @@ def auc_ci(
     """
     labels = _as_labels(y_true)
     s = _as_scores(scores, labels.size)
-    a = _check_alpha(alpha)
+    a = _check_alpha(alpha, "auc_ci")
+    check_choice(method, "auc_ci.method", ("delong", "bootstrap"))
     if method == "delong":
         pos, neg = _split(labels, s)
         aucs, cov = _delong(pos, neg)
         auc, se = float(aucs[0]), math.sqrt(max(float(cov[0, 0]), 0.0))
         half = _norm_ppf(1 - a / 2) * se
         return AucCI(auc, max(auc - half, 0.0), min(auc + half, 1.0), a, "delong", se)
-    if method == "bootstrap":
-        if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-            raise MetricsError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
-        rng = np.random.default_rng(seed)
-        pos, neg = s[labels], s[~labels]
-        m, n = pos.size, neg.size
-        aucs = np.empty(int(n_bootstrap))
-        # Resample in chunks so memory stays small for large cohorts.
-        chunk = max(1, 2_000_000 // (m + n))
-        for start in range(0, aucs.size, chunk):
-            b = min(chunk, aucs.size - start)
-            bp = pos[rng.integers(0, m, size=(b, m))]
-            bn = neg[rng.integers(0, n, size=(b, n))]
-            ranks = _midranks(np.concatenate([bp, bn], axis=1))
-            aucs[start : start + b] = (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
-        auc = roc_auc(labels, s)
-        low, high = np.quantile(aucs, [a / 2, 1 - a / 2])
-        se = float(aucs.std(ddof=1)) if aucs.size > 1 else 0.0
-        return AucCI(auc, float(low), float(high), a, "bootstrap", se)
-    raise MetricsError(f"method must be 'delong' or 'bootstrap', got {method!r}")
+    resamples = check_positive_int(n_bootstrap, "auc_ci.n_bootstrap")
+    rng = np.random.default_rng(seed)
+    pos, neg = s[labels], s[~labels]
+    m, n = pos.size, neg.size
+    aucs = np.empty(resamples)
+    # Resample in chunks so memory stays small for large cohorts.
+    chunk = max(1, 2_000_000 // (m + n))
+    for start in range(0, aucs.size, chunk):
+        b = min(chunk, aucs.size - start)
+        bp = pos[rng.integers(0, m, size=(b, m))]
+        bn = neg[rng.integers(0, n, size=(b, n))]
+        ranks = _midranks(np.concatenate([bp, bn], axis=1))
+        aucs[start : start + b] = (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    auc = roc_auc(labels, s)
+    low, high = np.quantile(aucs, [a / 2, 1 - a / 2])
+    se = float(aucs.std(ddof=1)) if aucs.size > 1 else 0.0
+    return AucCI(auc, float(low), float(high), a, "bootstrap", se)
 
 
 def compare_auc(
@@ -401,10 +409,12 @@ def compare_auc(
     MetricsError
         Invalid labels or scores, lengths that differ, fewer than 2 cases of a
         class.
+    ParameterError
+        A bad ``alpha``.
 
     Examples
     --------
-    >>> from cervixwsi.metrics import compare_auc
+    >>> from cervixwsi.metrics import compare_auc, format_p_value
     >>> y = [0, 0, 0, 0, 1, 1, 1, 1]
     >>> a = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9]
     >>> b = [0.1, 0.6, 0.3, 0.75, 0.5, 0.7, 0.8, 0.2]
@@ -413,11 +423,13 @@ def compare_auc(
     (1.0, 0.625, 0.375)
     >>> round(c.p_value, 2)  # 8 slides: a large difference, not significant
     0.1
+    >>> format_p_value(c.p_value)
+    'p = 0.1003'
     """
     labels = _as_labels(y_true)
     sa = _as_scores(scores_a, labels.size, "scores_a")
     sb = _as_scores(scores_b, labels.size, "scores_b")
-    a = _check_alpha(alpha)
+    a = _check_alpha(alpha, "compare_auc")
     pos, neg = _split(labels, sa, sb)
     aucs, cov = _delong(pos, neg)
     diff = float(aucs[0] - aucs[1])
@@ -440,3 +452,44 @@ def compare_auc(
         high=diff + half,
         alpha=a,
     )
+
+
+def format_p_value(p: float, digits: int = 4) -> str:
+    """A p-value as a report writes it: ``p = 0.0123``, or ``p < 0.0001`` below the last digit.
+
+    ``f"p = {p:.4f}"`` prints a p-value of ``3e-9`` as ``p = 0.0000``, which reads as
+    "exactly zero"; below ``10**-digits`` this gives ``p < 0.0001`` instead.
+
+    Parameters
+    ----------
+    p : float
+        The p-value, in ``[0, 1]`` (e.g. :attr:`AucComparison.p_value`).
+    digits : int
+        Decimal places (>= 1); the smallest value written is ``10**-digits``.
+
+    Returns
+    -------
+    str
+        ``"p = 0.0312"`` or ``"p < 0.0001"``.
+
+    Raises
+    ------
+    ParameterError
+        ``p`` outside ``[0, 1]`` or NaN, or ``digits`` not an integer >= 1.
+
+    Examples
+    --------
+    >>> from cervixwsi.metrics import format_p_value
+    >>> format_p_value(0.03123)
+    'p = 0.0312'
+    >>> format_p_value(3e-9)
+    'p < 0.0001'
+    >>> format_p_value(0.0004, digits=3)
+    'p < 0.001'
+    """
+    value = check_real(p, "format_p_value.p", min=0, max=1)
+    places = check_int(digits, "format_p_value.digits", min=1)
+    smallest = 10.0**-places
+    if value < smallest:
+        return f"p < {smallest:.{places}f}"
+    return f"p = {value:.{places}f}"

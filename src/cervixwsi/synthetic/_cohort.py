@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import multiprocessing
-import numbers
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from cervixwsi._io import atomic_write_text
+from cervixwsi._validate import check_fraction, check_int, check_positive_int
 from cervixwsi.errors import ParameterError
 from cervixwsi.synthetic._spec import SyntheticSlideSpec
 
@@ -187,12 +189,6 @@ def _make_one(spec: SyntheticSlideSpec, path: str, xml: str, threads: int | None
     return made.n_lesions
 
 
-def _check_count(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < lo:
-        raise ParameterError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 def make_cohort(
     directory: str | os.PathLike[str],
     n_tumor: int,
@@ -259,18 +255,20 @@ def make_cohort(
     """
     from tqdm.auto import tqdm
 
-    n_tumor = _check_count("n_tumor", n_tumor, 0)
-    n_normal = _check_count("n_normal", n_normal, 0)
+    n_tumor = check_int(n_tumor, "make_cohort.n_tumor", min=0)
+    n_normal = check_int(n_normal, "make_cohort.n_normal", min=0)
     if n_tumor + n_normal == 0:
         raise ParameterError("a cohort needs at least one slide: n_tumor + n_normal is 0")
-    workers = _check_count("workers", workers, 1)
-    seed = _check_count("seed", seed, 0)
+    workers = check_positive_int(workers, "make_cohort.workers")
+    seed = check_int(seed, "make_cohort.seed", min=0)
     try:
-        width, height = (int(v) for v in size)
+        width, height = size
     except (TypeError, ValueError):
-        raise ParameterError(f"size must be (width, height), got {size!r}") from None
-    shares = [float(s) for s in split]
-    if len(shares) != 3 or min(shares) < 0 or not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
+        raise ParameterError(f"make_cohort.size must be (width, height), got {size!r}") from None
+    width = check_int(width, "make_cohort.size[0] (width)", min=1)
+    height = check_int(height, "make_cohort.size[1] (height)", min=1)
+    shares = [check_fraction(s, f"make_cohort.split[{i}]") for i, s in enumerate(split)]
+    if len(shares) != 3 or not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
         raise ParameterError(
             f"split must be 3 non-negative proportions (train, validation, test) adding up "
             f"to 1, got {tuple(split)!r}"
@@ -344,22 +342,21 @@ def make_cohort(
         for slide_id, label, split_name, spec in jobs
     )
     manifest = root / "manifest.csv"
-    tmp = manifest.with_name(".manifest.csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(MANIFEST_COLUMNS)
-        for r in rows:
-            writer.writerow(
-                [
-                    r.slide_id,
-                    r.path.relative_to(root).as_posix(),
-                    r.label,
-                    r.split,
-                    r.annotation_path.relative_to(root).as_posix(),
-                    r.n_lesions,
-                    r.seed,
-                ]
-            )
-    tmp.replace(manifest)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(MANIFEST_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [
+                r.slide_id,
+                r.path.relative_to(root).as_posix(),
+                r.label,
+                r.split,
+                r.annotation_path.relative_to(root).as_posix(),
+                r.n_lesions,
+                r.seed,
+            ]
+        )
+    atomic_write_text(manifest, text.getvalue())
     logger.info("wrote a cohort of %d slides to %s", len(rows), root)
     return Cohort(directory=root, manifest_path=manifest, rows=rows)

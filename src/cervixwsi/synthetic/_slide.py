@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import numbers
 import os
 import pathlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._validate import check_int, check_positive_int
 from cervixwsi.annotations import AnnotationSet, annotations_from_mask, write_asap_xml
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import Raster
@@ -83,14 +82,6 @@ def _as_layout(spec_or_layout: SyntheticSlideSpec | SlideLayout) -> SlideLayout:
     )
 
 
-def _region_int(name: str, value: Any, lo: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"{name} must be an integer (level-0 pixels), got {value!r}")
-    if lo is not None and int(value) < lo:
-        raise ParameterError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
-
-
 def render_region(
     spec_or_layout: SyntheticSlideSpec | SlideLayout, x: int, y: int, width: int, height: int
 ) -> npt.NDArray[np.uint8]:
@@ -127,10 +118,10 @@ def render_region(
     True
     """
     layout = _as_layout(spec_or_layout)
-    x = _region_int("x", x)
-    y = _region_int("y", y)
-    width = _region_int("width", width, 1)
-    height = _region_int("height", height, 1)
+    x = check_int(x, "render_region.x")
+    y = check_int(y, "render_region.y")
+    width = check_int(width, "render_region.width", min=1)
+    height = check_int(height, "render_region.height", min=1)
     return render(layout, x, y, width, height)
 
 
@@ -222,7 +213,7 @@ def make_slide(
         raise ParameterError(f"path must end in .tif or .tiff, got {str(path)!r}")
     if threads is None:
         threads = _default_threads()
-    threads = _region_int("threads", threads, 1)
+    threads = check_positive_int(threads, "make_slide.threads")
     layout = make_layout(spec)
     logger.info(
         "drawing synthetic %s slide %s (%dx%d, %d lesions)",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from cervixwsi._validate import check_choice, check_int, check_real
 from cervixwsi.errors import ParameterError
 
 __all__ = ["ARTIFACTS", "SyntheticSlideSpec"]
@@ -21,26 +20,6 @@ _COMPRESSIONS = ("jpeg", "deflate", "lzw", "jpeg2000", "none")
 #: 100k x 100k slide at 0.25 µm/px with 35 % tissue, which merge into several
 #: hundred tumor regions (the study reports > 300 per slide).
 NESTS_PER_MM2 = 5.0
-
-
-def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(f"SyntheticSlideSpec.{name} must be an integer, got {value!r}")
-    v = int(value)
-    if v < lo or (hi is not None and v > hi):
-        valid = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ParameterError(f"SyntheticSlideSpec.{name} must be {valid}, got {v}")
-    return v
-
-
-def _float(name: str, value: Any, lo: float, hi: float, *, open_lo: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ParameterError(f"SyntheticSlideSpec.{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v > hi or v < lo or (open_lo and v == lo):
-        left = "(" if open_lo else "["
-        raise ParameterError(f"SyntheticSlideSpec.{name} must be in {left}{lo}, {hi}], got {v}")
-    return v
 
 
 @dataclass(frozen=True)
@@ -106,7 +85,7 @@ class SyntheticSlideSpec:
     >>> SyntheticSlideSpec(tissue_fraction=1.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    cervixwsi.errors.ParameterError: SyntheticSlideSpec.tissue_fraction must be in (0.0, 0.9]...
+    cervixwsi.errors.ParameterError: SyntheticSlideSpec.tissue_fraction must be ... 0.9], got 1.5
     """
 
     width: int = 20000
@@ -126,39 +105,40 @@ class SyntheticSlideSpec:
     mask_downsample: int = 16
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "width", _int("width", self.width, 64))
-        set_(self, "height", _int("height", self.height, 64))
-        set_(self, "mpp", _float("mpp", self.mpp, 0.05, 5.0))
+        def integer(name: str, lo: int, hi: int | None = None) -> int:
+            value = check_int(getattr(self, name), f"SyntheticSlideSpec.{name}", min=lo, max=hi)
+            object.__setattr__(self, name, value)
+            return value
+
+        def number(name: str, lo: float, hi: float, *, open_lo: bool = False) -> None:
+            value = check_real(
+                getattr(self, name), f"SyntheticSlideSpec.{name}", min=lo, max=hi, min_open=open_lo
+            )
+            object.__setattr__(self, name, value)
+
+        integer("width", 64)
+        integer("height", 64)
+        number("mpp", 0.05, 5.0)
         if not isinstance(self.tumor, bool):
             raise ParameterError(
                 f"SyntheticSlideSpec.tumor must be True or False, got {self.tumor!r}"
             )
-        set_(
-            self,
-            "tissue_fraction",
-            _float("tissue_fraction", self.tissue_fraction, 0.0, 0.9, open_lo=True),
-        )
+        number("tissue_fraction", 0.0, 0.9, open_lo=True)
         if self.n_nests is not None:
-            set_(self, "n_nests", _int("n_nests", self.n_nests, 0))
-        set_(self, "nest_scatter", _float("nest_scatter", self.nest_scatter, 0.0, 1.0))
-        set_(self, "large_nests", _int("large_nests", self.large_nests, 0, 50))
-        set_(self, "stain_variation", _float("stain_variation", self.stain_variation, 0.0, 0.5))
-        set_(self, "artifacts", _artifacts(self.artifacts))
-        set_(self, "seed", _int("seed", self.seed, 0, 2**63 - 1))
-        tile = _int("tile_size", self.tile_size, 16, 4096)
+            integer("n_nests", 0)
+        number("nest_scatter", 0.0, 1.0)
+        integer("large_nests", 0, 50)
+        number("stain_variation", 0.0, 0.5)
+        object.__setattr__(self, "artifacts", _artifacts(self.artifacts))
+        integer("seed", 0, 2**63 - 1)
+        tile = integer("tile_size", 16, 4096)
         if tile % 16:
             raise ParameterError(
                 f"SyntheticSlideSpec.tile_size must be a multiple of 16, got {tile}"
             )
-        set_(self, "tile_size", tile)
-        if self.compression not in _COMPRESSIONS:
-            raise ParameterError(
-                f"SyntheticSlideSpec.compression must be one of {_COMPRESSIONS}, "
-                f"got {self.compression!r}"
-            )
-        set_(self, "quality", _int("quality", self.quality, 1, 100))
-        set_(self, "mask_downsample", _int("mask_downsample", self.mask_downsample, 2, 256))
+        check_choice(self.compression, "SyntheticSlideSpec.compression", _COMPRESSIONS)
+        integer("quality", 1, 100)
+        integer("mask_downsample", 2, 256)
 
     @property
     def dimensions(self) -> tuple[int, int]:
