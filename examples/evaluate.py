@@ -7,6 +7,8 @@ Everything is synthetic and made here, so the script runs anywhere in seconds:
 * tumor masks of 40 slides (half normal) and, per model, tumor-probability heatmaps
   with one pixel per 256x256 patch -> detections (:func:`detect_lesions`) ->
   Camelyon16 FROC (:class:`FROCEvaluator`), in both protocols;
+* the same FROC with the ground truth read from annotation files (ASAP XML), the
+  way a pathologist's outlines are evaluated;
 * ``roc.png`` and ``froc.png`` in ``--out``.
 
     python examples/evaluate.py --out figures/
@@ -26,12 +28,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import ndimage
 
+from cervixwsi.annotations import annotations_from_mask, read_asap_xml, write_asap_xml
 from cervixwsi.geometry import Raster
 from cervixwsi.metrics import (
     FROCEvaluator,
+    FROCResult,
     auc_ci,
     compare_auc,
     detect_lesions,
+    format_p_value,
     roc_curve,
 )
 from cervixwsi.plotting import plot_froc, plot_roc
@@ -71,6 +76,34 @@ def heatmap(rng: np.random.Generator, truth: Raster, noise: float) -> Raster:
     return Raster(np.clip(p, 0, 1), PATCH, truth.slide_dimensions, mpp=MPP)
 
 
+def write_annotation_files(ground_truth: dict[str, Raster | None], folder: Path) -> dict[str, Path]:
+    """Outline each tumor mask as polygons in an ASAP XML file, as a pathologist's file is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for sid, truth in ground_truth.items():
+        if truth is not None:
+            paths[sid] = folder / f"{sid}.xml"
+            write_asap_xml(annotations_from_mask(truth), paths[sid])
+    return paths
+
+
+def froc_from_annotation_files(
+    paths: dict[str, Path],
+    slide_ids: list[str],
+    detections: dict[str, np.ndarray],
+    dimensions: tuple[int, int],
+) -> FROCResult:
+    """FROC against annotation files: an AnnotationSet draws itself on the evaluation grid."""
+    ground_truth = {sid: read_asap_xml(paths[sid]) if sid in paths else None for sid in slide_ids}
+    evaluator = FROCEvaluator(progress=False)
+    return evaluator.evaluate(
+        ground_truth,  # read_geojson(...) for QuPath files; None for a normal slide
+        detections,
+        mpp=MPP,  # level-0 µm per pixel: cervixwsi.geometry.slide_mpp(slide)
+        slide_dimensions=dict.fromkeys(paths, dimensions),  # level-0 (width, height)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for the PNG figures")
@@ -93,7 +126,7 @@ def main() -> None:
     c = compare_auc(scores["Ensemble"], scores["ResNet50"], y)
     print(
         f"Ensemble - ResNet50: {c.difference:+.3f} "
-        f"(95% CI {c.low:+.3f} to {c.high:+.3f}), z = {c.z:.2f}, p = {c.p_value:.4f}"
+        f"(95% CI {c.low:+.3f} to {c.high:+.3f}), z = {c.z:.2f}, {format_p_value(c.p_value)}"
     )
 
     # --- lesion level: heatmaps -> detections -> FROC (Table 3, Fig. 4b) ----------------
@@ -105,11 +138,13 @@ def main() -> None:
         )
     empty = Raster(np.zeros((SIDE, SIDE), bool), LEVEL5, dims, mpp=MPP)
     results = {}
+    all_detections = {}
     for name, noise in (("Ensemble", 0.8), ("ResNet50", 0.97)):
         detections = {
             sid: detect_lesions(heatmap(rng, gt if gt is not None else empty, noise))
             for sid, gt in ground_truth.items()
         }
+        all_detections[name] = detections
         for protocol in ("camelyon16", "strict"):
             evaluator = FROCEvaluator(protocol=protocol, progress=False)
             r = evaluator.evaluate(ground_truth, detections)
@@ -123,6 +158,14 @@ def main() -> None:
     n_lesions = results["Ensemble"].n_lesions
     n_itc = sum(s.itc_labels.size for s in results["Ensemble"].slides)
     print(f"{n_lesions} lesions to detect on 20 tumor slides ({n_itc} ITC regions excluded)")
+
+    # --- ground truth from annotation files -------------------------------------------
+    paths = write_annotation_files(ground_truth, out / "annotations")
+    from_files = froc_from_annotation_files(
+        paths, list(ground_truth), all_detections["Ensemble"], dims
+    )
+    same = from_files.score == results["Ensemble"].score
+    print(f"Ensemble FROC from {len(paths)} ASAP XML files = {from_files.score:.3f} (same: {same})")
 
     # --- figures ---------------------------------------------------------------------
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5))
