@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +25,11 @@ from cervixwsi.errors import (  # noqa: E402
     ModelError,
     NotFittedError,
     ParameterError,
+    PatchStoreError,
     PredictorError,
     WeightsError,
 )
+from cervixwsi.heatmap import PatchPredictor  # noqa: E402
 from cervixwsi.models import (  # noqa: E402
     ARCHITECTURES,
     ArrayPatchSource,
@@ -37,11 +40,17 @@ from cervixwsi.models import (  # noqa: E402
     build_model,
     hed_to_rgb,
     imagenet_weights_path,
+    patch_dataset,
     rgb_to_hed,
 )
 from cervixwsi.models._augment import _rotate  # noqa: E402
 from cervixwsi.models._data import source_dataset  # noqa: E402
+from cervixwsi.models._tf import hidden, native_log_filtered  # noqa: E402
 from cervixwsi.models._training import _Plateau  # noqa: E402
+from cervixwsi.slide import ArraySlide  # noqa: E402
+from cervixwsi.synthetic import SyntheticSlideSpec, make_layout, render_region  # noqa: E402
+from cervixwsi.tiling import PatchSampler, PatchStore  # noqa: E402
+from cervixwsi.tissue import TissueMask  # noqa: E402
 
 pytestmark = [
     pytest.mark.tf,
@@ -79,9 +88,8 @@ def textures(
 
 
 class ZarrPatchStore:
-    """A minimal zarr-backed patch store with the cervixwsi.tiling.PatchStore read API.
+    """A minimal zarr-backed patch store: the duck-typed patch source ``fit`` accepts.
 
-    (Stands in for ``cervixwsi.tiling.PatchStore``, which is written in parallel.)
     It records every ``read`` call, so tests can see what the pipeline asked for.
     """
 
@@ -122,17 +130,6 @@ class ZarrPatchStore:
         idx = np.asarray(indices, dtype=np.int64)
         self.reads.append(idx)
         return np.asarray(self._patches.get_orthogonal_selection((idx,)))
-
-
-try:
-    from cervixwsi.heatmap import PatchPredictor
-except ImportError:  # the heatmap stage is optional here: mirror its protocol
-
-    @runtime_checkable
-    class PatchPredictor(Protocol):  # type: ignore[no-redef]
-        """The protocol the heatmap stage consumes."""
-
-        def predict(self, batch: npt.NDArray[np.uint8], /) -> npt.NDArray[np.float32]: ...
 
 
 @pytest.fixture(scope="module")
@@ -178,11 +175,64 @@ def test_importing_the_models_package_does_not_import_tensorflow() -> None:
     assert out == "False False"
 
 
-def test_onednn_is_switched_on_unless_the_user_chose() -> None:
-    code = "import os, cervixwsi.models; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    assert _run_python(code, env) == "1"
-    assert _run_python(code, {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}) == "0"
+def test_onednn_and_quiet_logs_are_defaults_unless_the_user_chose() -> None:
+    code = (
+        "import os, cervixwsi.models; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    mine = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")
+    env = {k: v for k, v in os.environ.items() if k not in mine}
+    assert _run_python(code, env) == "1 3"
+    chosen = {**env, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "0"}
+    assert _run_python(code, chosen) == "0 0"
+
+
+NOTE = b"I0000 00:00:1796214149.292638    9189 port.cc:153] oneDNN custom operations are on.\n"
+ABSL = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+ERROR = b"E0000 00:00:1796214161.827143    9189 util.cc:131] oneDNN supports DT_UINT8 only\n"
+
+
+def test_tensorflow_log_lines_below_the_level_are_hidden() -> None:
+    assert [hidden(line, 3) for line in (NOTE, ABSL, ERROR)] == [True, True, True]
+    assert [hidden(line, 2) for line in (NOTE, ABSL, ERROR)] == [True, True, False]
+    assert [hidden(line, 0) for line in (NOTE, ABSL, ERROR)] == [False, False, False]
+    for other in (b"Traceback (most recent call last):\n", b"E0000 is not a log line\n", b""):
+        assert not hidden(other, 3)
+
+
+def test_native_log_filter_writes_back_everything_else(capfd: pytest.CaptureFixture[str]) -> None:
+    with native_log_filtered(2):
+        os.write(2, NOTE + ABSL + b"a real problem\n" + ERROR)
+        print("python's own line", file=sys.stderr)
+    lines = capfd.readouterr().err.splitlines(keepends=True)
+    assert "python's own line\n" in lines  # wherever pytest's own capture put it
+    lines.remove("python's own line\n")
+    assert lines == ["a real problem\n", ERROR.decode()]
+    with native_log_filtered(0):  # level 0: nothing is caught
+        os.write(2, NOTE)
+    assert capfd.readouterr().err == NOTE.decode()
+
+
+@pytest.mark.slow
+def test_a_successful_run_writes_no_tensorflow_notes_and_keeps_onednn() -> None:
+    code = (
+        "import numpy as np\n"
+        "from cervixwsi.models import PatchClassifier\n"
+        "x = np.random.default_rng(0).integers(0, 256, (8, 40, 40, 3), dtype=np.uint8)\n"
+        "clf = PatchClassifier('small_cnn', input_size=32, epochs=1, seed=0, progress=False)\n"
+        "clf.fit((x, np.array([0, 1] * 4)))\n"
+        "clf.predict(x[:3])\n"
+        "from tensorflow.python.util import _pywrap_util_port\n"
+        "print(_pywrap_util_port.IsMklEnabled())\n"
+    )
+    mine = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")
+    env = {k: v for k, v in os.environ.items() if k not in mine}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "True"  # oneDNN is on
+    assert "oneDNN" not in result.stderr and "E0000" not in result.stderr, result.stderr
+    assert "absl::InitializeLog" not in result.stderr, result.stderr
 
 
 # ----------------------------------------------------------------------- architectures
@@ -479,6 +529,127 @@ def test_validation_pipeline_is_in_order_and_centre_cropped(tmp_path: Path) -> N
     assert steps == 3
 
 
+# ------------------------------------------------------------- a patch store as tf.data
+
+
+class FailingSlide(ArraySlide):
+    """An ArraySlide whose reads fail after ``budget`` regions (a build that crashes)."""
+
+    def __init__(self, *args: Any, budget: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> npt.NDArray[np.uint8]:
+        if self.budget is not None:
+            self.budget -= 1
+            if self.budget < 0:
+                raise OSError("simulated read failure")
+        return super().read_region(location, level, size)
+
+
+def build_store(path: Path, budget: int | None = None) -> PatchStore:
+    """45 different 32-pixel patches (20 tumor, 25 normal) of a noise slide, 4 per chunk."""
+    image = np.random.default_rng(0).integers(0, 256, (640, 768, 3), dtype=np.uint8)
+    slide = FailingSlide(image, mpp=0.5, name="noise", budget=budget)
+    shape = (40, 48)  # the masks at downsample 16
+    tumor = np.zeros(shape, bool)
+    tumor[10:25, 10:30] = True
+    dims = (768, 640)
+    return PatchStore.build(
+        path,
+        [slide],
+        PatchSampler(n_tumor=20, n_normal=25, patch_size=32),
+        tumor_masks=[TissueMask(tumor, 16.0, dims, mpp=0.5)],
+        tissue_masks=[TissueMask(np.ones(shape, bool), 16.0, dims, mpp=0.5)],
+        seed=11,
+        workers=1,
+        chunk_patches=4,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> PatchStore:
+    return build_store(tmp_path_factory.mktemp("store") / "s.zarr")
+
+
+def test_patch_dataset_parameters_are_checked_before_tensorflow(store: PatchStore) -> None:
+    for bad, name in [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+    ]:
+        with pytest.raises(ParameterError, match=f"patch_dataset.{name}"):
+            patch_dataset(store, **bad)
+    with pytest.raises(PatchStoreError, match="index out of range"):
+        patch_dataset(store, indices=[0, 45])
+    with pytest.raises(ParameterError, match="PatchStore"):
+        patch_dataset(np.zeros((4, 32, 32, 3), np.uint8))  # type: ignore[arg-type]
+    # NumPy integers are integers
+    assert len(list(patch_dataset(store, np.int64(45), epochs=np.int64(1), seed=np.int64(0)))) == 1
+
+
+def test_patch_dataset_of_a_partial_store_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="simulated"):
+        build_store(tmp_path / "s.zarr", budget=9)
+    partial = PatchStore(tmp_path / "s.zarr")
+    assert not partial.is_complete
+    with pytest.raises(PatchStoreError, match="have not been extracted"):
+        patch_dataset(partial)
+    done = np.flatnonzero(partial.extracted)
+    assert 0 < len(done) < len(partial)
+    # the extracted patches alone can be read
+    got = np.concatenate([p.numpy() for p in patch_dataset(partial, 4, indices=done, labels=False)])
+    np.testing.assert_array_equal(got, partial.read(done))
+
+
+def _indices_of(patches: npt.NDArray[np.uint8], reference: npt.NDArray[np.uint8]) -> list[int]:
+    """Which reference patch each patch is (the noise patches are all different)."""
+    lookup = {p.tobytes(): i for i, p in enumerate(reference)}
+    assert len(lookup) == len(reference)
+    return [lookup[p.tobytes()] for p in patches]
+
+
+def test_patch_dataset_reads_every_patch_once_per_pass(store: PatchStore) -> None:
+    everything = store.read(np.arange(45))
+    assert np.bincount(store.labels).tolist() == [25, 20]
+    ds = patch_dataset(store, 16)
+    assert ds.element_spec[0].dtype == tf.uint8 and ds.element_spec[1].dtype == tf.int32
+    batches = [(p.numpy(), y.numpy()) for p, y in ds]
+    assert [len(p) for p, _ in batches] == [16, 16, 13]
+    assert batches[0][0].shape == (16, 32, 32, 3) and batches[0][0].dtype == np.uint8
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in batches]), everything)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), store.labels)
+
+    def passes(**kw: Any) -> list[list[int]]:
+        """The patch indices of each pass, in the order the dataset yields them."""
+        seen: list[int] = []
+        for patches, labels in patch_dataset(store, 10, shuffle=True, **kw):
+            order = _indices_of(patches.numpy(), everything)
+            np.testing.assert_array_equal(labels.numpy(), store.labels[order])
+            seen += order
+        return [seen[k : k + 45] for k in range(0, len(seen), 45)]
+
+    shuffled = passes(seed=3, epochs=2)
+    assert len(shuffled) == 2
+    for order in shuffled:
+        assert sorted(order) == list(range(45))  # every patch exactly once per pass
+    assert shuffled[0] != shuffled[1]  # each pass in its own order
+    assert shuffled[0] != list(range(45))
+    assert passes(seed=3, epochs=2) == shuffled  # reproducible from the seed
+    assert passes(seed=4)[0] != shuffled[0]
+    assert passes()[0] != passes()[0]  # without a seed, a fresh order each time
+    # Only some patches, in their order; patches alone.
+    subset = [p.numpy() for p in patch_dataset(store, 2, indices=[3, 1, -5], labels=False)]
+    assert [len(p) for p in subset] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate(subset), store.read([3, 1, 40]))
+    assert sorted(passes(seed=0, indices=np.arange(0, 45, 2))[0]) == list(range(0, 45, 2))
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -505,8 +676,6 @@ def synthetic_patches(
     """72-px patches (2x reduced) from inside SCC nests (1) and far from them (0)."""
     from scipy import ndimage
 
-    from cervixwsi.synthetic import SyntheticSlideSpec, make_layout, render_region
-
     layout = make_layout(SyntheticSlideSpec(width=8192, height=8192, n_nests=40, seed=seed))
     tumor = np.asarray(layout.tumor_mask.array, bool)
     tissue = np.asarray(layout.tissue_mask.array, bool)
@@ -531,7 +700,6 @@ def synthetic_patches(
 
 @pytest.mark.slow
 def test_small_cnn_learns_synthetic_tumor_versus_normal_patches() -> None:
-    pytest.importorskip("cervixwsi.synthetic")
     x_train, y_train = synthetic_patches(64, seed=21)
     x_val, y_val = synthetic_patches(48, seed=22)
     clf = PatchClassifier(
@@ -702,15 +870,12 @@ def test_fit_streams_from_a_zarr_patch_store(tmp_path: Path, data: dict[str, Any
 
 
 def test_fit_streams_from_the_tiling_patch_store(tmp_path: Path) -> None:
-    tiling = pytest.importorskip("cervixwsi.tiling")
-    from cervixwsi.slide import ArraySlide
-
     rgb = np.full((512, 512, 3), 235, np.uint8)
     rgb[64:448, 64:448] = (190, 100, 170)
     rgb[64:448:7, 64:448:5] = (90, 40, 120)
     slide = ArraySlide(rgb, mpp=1.0, name="demo")
-    sampler = tiling.PatchSampler(n_normal_normal_slide=10, patch_size=SIZE)
-    store = tiling.PatchStore.build(tmp_path / "p.zarr", [slide], sampler, seed=0, progress=False)
+    sampler = PatchSampler(n_normal_normal_slide=10, patch_size=SIZE)
+    store = PatchStore.build(tmp_path / "p.zarr", [slide], sampler, seed=0, progress=False)
     ds, _ = source_dataset(store, batch_size=4, size=SIZE, augmentation=Augmentation.none(), seed=5)
     got = np.concatenate([np.asarray(x) for x, _ in ds])
     order = np.random.default_rng([5, 0]).permutation(len(store))
@@ -766,6 +931,59 @@ def test_fit_refuses_bad_parameters() -> None:
         PatchClassifier("small_cnn", input_size=SIZE, plateau_factor=10.0, progress=False).fit(x)
     with pytest.raises(ParameterError, match="epochs"):
         PatchClassifier("small_cnn", input_size=SIZE, progress=False).fit(x, epochs=0)
+
+
+def test_numpy_integers_are_integers_and_bools_are_not(
+    tmp_path: Path, data: dict[str, Any]
+) -> None:
+    x, y = data["x_train"][:8], data["y_train"][:8]
+    clf = PatchClassifier(
+        "small_cnn",
+        input_size=np.int64(SIZE),  # type: ignore[arg-type]
+        batch_size=np.int64(4),  # type: ignore[arg-type]
+        seed=np.int64(0),  # type: ignore[arg-type]
+        progress=False,
+    )
+    clf.fit((x, y), epochs=np.int64(1))  # type: ignore[arg-type]
+    assert clf.history_.epoch.tolist() == [1]
+    assert type(clf.input_size) is int and type(clf.batch_size) is int  # settings are JSON
+    assert clf.predict(x[:3], batch_size=np.int64(2)).shape == (3,)  # type: ignore[arg-type]
+    assert PatchClassifier.load(clf.save(tmp_path / "m.keras")).input_size == SIZE
+    model = build_model("small_cnn", input_size=np.int64(SIZE), n_classes=np.int64(3))  # type: ignore[arg-type]
+    assert model.output_shape == (None, 3)
+    for name in ("input_size", "batch_size", "epochs"):
+        with pytest.raises(ParameterError, match=f"PatchClassifier.{name} .*got True"):
+            PatchClassifier("small_cnn", progress=False, **{name: True}).fit((x, y))
+    with pytest.raises(ParameterError, match=r"PatchClassifier.fit.epochs .*got True"):
+        PatchClassifier("small_cnn", input_size=SIZE, progress=False).fit((x, y), epochs=True)
+    with pytest.raises(ParameterError, match=r"PatchClassifier.predict.batch_size .*got True"):
+        clf.predict(x, batch_size=True)
+    with pytest.raises(ParameterError, match=r"build_model.input_size .*got True"):
+        build_model("small_cnn", input_size=True)
+    with pytest.raises(ParameterError, match=r"Augmentation.hed_jitter"):
+        Augmentation(hed_jitter=True)  # type: ignore[arg-type]
+
+
+def test_training_files_and_saved_models_get_the_umask_permissions(
+    tmp_path: Path, data: dict[str, Any]
+) -> None:
+    x, y = data["x_train"][:16], data["y_train"][:16]
+    val = (data["x_val"][:8], data["y_val"][:8])
+    run = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        clf = PatchClassifier(
+            "small_cnn", input_size=SIZE, batch_size=8, epochs=1, seed=0, progress=False
+        ).fit((x, y), val, checkpoint_dir=run)
+        clf.save(tmp_path / "model.keras")
+        EnsembleClassifier([clf]).save(tmp_path / "ensemble")
+    finally:
+        os.umask(old)
+    written = [run / n for n in ("history.csv", "state.json", "last.keras", "best.keras")]
+    written += [tmp_path / "model.keras", tmp_path / "ensemble" / "ensemble.json"]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert not list(tmp_path.rglob(".*"))  # no temporary left behind
 
 
 # -------------------------------------------------------------------------- prediction

@@ -11,7 +11,9 @@ tests practical.
 - :class:`PatchClassifier` trains one as in the study (augmentation in the
   input pipeline, Adam with exponential decay and ×0.1 on plateau,
   checkpoints, resumable) and predicts tumor probabilities;
-- :class:`EnsembleClassifier` averages several predictors.
+- :class:`EnsembleClassifier` averages several predictors;
+- :func:`patch_dataset` gives a :class:`~cervixwsi.tiling.PatchStore` as a
+  ``tf.data.Dataset`` of batches (the training pipeline, without augmentation).
 
 Inference runs on TensorFlow or, with ``engine="onnxruntime"``, on the same
 network exported to ONNX and checked against TensorFlow (about 1.3× faster on
@@ -23,8 +25,19 @@ Both classifiers have ``predict(uint8 (N, H, W, 3)) -> float32 (N,)``, the
 This is the only cervixwsi module that uses TensorFlow, and it imports it
 only when a model is built, trained or loaded. Before TensorFlow is first
 imported it sets ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN kernels: 1.3-2.6× faster
-on CPUs where TensorFlow leaves them off) and ``TF_CPP_MIN_LOG_LEVEL=2``
+on CPUs where TensorFlow leaves them off) and ``TF_CPP_MIN_LOG_LEVEL=3``
 unless the user has set them. Nothing is ever downloaded.
+
+Quiet logs: TensorFlow's C++ code writes notes to standard error that read
+like failures but are not, such as ``E0000 ... oneDNN supports DT_UINT8 only
+on platforms with AVX-512. Falling back to the default Eigen-based
+implementation`` (a uint8 operation runs on TensorFlow's ordinary kernels
+instead of oneDNN's) and, while its libraries load, ``oneDNN custom operations
+are on`` (twice). Level 3 hides its INFO, WARNING and ERROR lines, and the
+load-time notes, which TensorFlow logs before it reads the level, are removed
+from what the import writes (see ``cervixwsi.models._tf``); errors still
+raise Python exceptions. To see the logs, set ``TF_CPP_MIN_LOG_LEVEL=0`` (or
+1, 2) before importing ``cervixwsi.models``.
 
 Examples
 --------
@@ -38,7 +51,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from cervixwsi.models._architectures import (
@@ -52,10 +65,11 @@ from cervixwsi.models._augment import (
     hed_to_rgb,
     rgb_to_hed,
 )
-from cervixwsi.models._data import ArrayPatchSource, PatchSource
+from cervixwsi.models._classifier import PatchClassifier
+from cervixwsi.models._data import ArrayPatchSource, PatchSource, patch_dataset
 from cervixwsi.models._engine import ENGINES, EngineFallbackWarning
 from cervixwsi.models._ensemble import EnsembleClassifier
-from cervixwsi.models._training import PatchClassifier, TrainingHistory
+from cervixwsi.models._training import TrainingHistory
 
 __all__ = [
     "ARCHITECTURES",
@@ -71,5 +85,6 @@ __all__ = [
     "build_model",
     "hed_to_rgb",
     "imagenet_weights_path",
+    "patch_dataset",
     "rgb_to_hed",
 ]

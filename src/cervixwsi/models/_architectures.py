@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cervixwsi.errors import ModelError, ParameterError, WeightsError
+from cervixwsi._validate import check_int
+from cervixwsi.errors import ModelError, WeightsError
 
 if TYPE_CHECKING:
     import keras
@@ -121,7 +122,7 @@ def imagenet_weights_path(arch: str) -> Path:
 
 def _small_cnn(inputs: Any) -> Any:
     """Four conv-BN-ReLU-pool blocks after a strided stem: ~0.39 M parameters."""
-    import keras
+    from cervixwsi.models._tf import keras
 
     def conv_bn_relu(x: Any, filters: int, strides: int, name: str) -> Any:
         x = keras.layers.Conv2D(
@@ -138,7 +139,7 @@ def _small_cnn(inputs: Any) -> Any:
 
 
 def _backbone(arch: str, input_size: int) -> keras.Model:
-    import keras
+    from cervixwsi.models._tf import keras
 
     shape = (input_size, input_size, 3)
     if arch == "inception_v3":
@@ -246,7 +247,10 @@ def build_model(
     Raises
     ------
     ModelError
-        Unknown architecture or invalid size.
+        Unknown architecture, or an input too small for it.
+    ParameterError
+        ``input_size`` or ``n_classes`` not an integer (NumPy integers are), or
+        ``n_classes`` below 2.
     WeightsError
         Weights not available locally, or a file of another architecture.
 
@@ -260,24 +264,21 @@ def build_model(
     ((2, 2), True)
     """
     spec = _spec(arch)
-    if isinstance(input_size, bool) or not isinstance(input_size, int):
-        raise ParameterError(f"input_size must be an int, got {input_size!r}")
+    input_size = check_int(input_size, "build_model.input_size")
+    n_classes = check_int(n_classes, "build_model.n_classes", min=2)
     if input_size < spec.min_input_size:
         raise ModelError(
             f"input_size {input_size} is too small for {arch!r}; "
             f"it needs at least {spec.min_input_size}"
         )
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ParameterError(f"n_classes must be an int >= 2, got {n_classes!r}")
     weights_file: Path | None = None
     if isinstance(weights, str) and weights == "imagenet":
         weights_file = imagenet_weights_path(arch)
     elif weights is not None:
         weights_file = Path(weights)
 
-    import keras
-
     from cervixwsi.models._keras_objects import InputScaling
+    from cervixwsi.models._tf import keras
 
     inputs = keras.Input((input_size, input_size, 3), dtype="uint8", name="patches")
     x = InputScaling(spec.scaling, name="input_scaling")(inputs)

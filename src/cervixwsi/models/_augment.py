@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cervixwsi.errors import ParameterError
+from cervixwsi._validate import check_real
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -82,14 +82,14 @@ class Augmentation:
     contrast: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rotation_degrees <= 180.0:
-            raise ParameterError(
-                f"rotation_degrees must be in [0, 180], got {self.rotation_degrees}"
-            )
+        # Checked and stored as plain floats (a classifier's settings are JSON).
+        degrees = check_real(self.rotation_degrees, "Augmentation.rotation_degrees", min=0, max=180)
+        object.__setattr__(self, "rotation_degrees", degrees)
         for name in ("hed_jitter", "brightness", "contrast"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ParameterError(f"{name} must be in [0, 1), got {value}")
+            value = check_real(
+                getattr(self, name), f"Augmentation.{name}", min=0, max=1, max_open=True
+            )
+            object.__setattr__(self, name, value)
 
     @classmethod
     def none(cls) -> Augmentation:
@@ -99,7 +99,7 @@ class Augmentation:
 
 def _stains(rgb: tf.Tensor) -> tf.Tensor:
     """Stain optical densities (natural log) of float RGB in [0, 1], not clamped."""
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     od = -tf.math.log(tf.maximum(tf.cast(rgb, tf.float32), 1e-6))
     return tf.tensordot(od, tf.constant(_HED_FROM_RGB, tf.float32), axes=1)
@@ -107,7 +107,7 @@ def _stains(rgb: tf.Tensor) -> tf.Tensor:
 
 def _from_stains(stains: tf.Tensor) -> tf.Tensor:
     """Inverse of :func:`_stains`, clipped to [0, 1]."""
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     od = tf.tensordot(stains, tf.constant(_RGB_FROM_HED, tf.float32), axes=1)
     return tf.clip_by_value(tf.exp(-od), 0.0, 1.0)
@@ -128,7 +128,7 @@ def rgb_to_hed(rgb: Any) -> tf.Tensor:
     >>> bool(np.allclose(rgb_to_hed(rgb).numpy(), rgb2hed(rgb), atol=1e-5))
     True
     """
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     return tf.maximum(_stains(rgb) / -_LOG_EPS, 0.0)
 
@@ -144,14 +144,14 @@ def hed_to_rgb(hed: Any) -> tf.Tensor:
     >>> bool(np.allclose(hed_to_rgb(rgb_to_hed(rgb)).numpy(), rgb, atol=1e-4))
     True
     """
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     return _from_stains(tf.cast(hed, tf.float32) * -_LOG_EPS)
 
 
 def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
     """Rotate an (H, W, C) float image about its centre by ``angle`` radians."""
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     h = tf.cast(tf.shape(image)[0], tf.float32)
     w = tf.cast(tf.shape(image)[1], tf.float32)
@@ -206,7 +206,7 @@ def augment_patch(
     >>> out.shape, out.dtype.name
     (TensorShape([24, 24, 3]), 'uint8')
     """
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     aug = augmentation
     image = tf.convert_to_tensor(image, tf.uint8)

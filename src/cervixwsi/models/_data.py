@@ -1,5 +1,9 @@
 """Input pipelines: patch stores, arrays and tf.data datasets to training batches.
 
+:func:`patch_dataset` gives a :class:`cervixwsi.tiling.PatchStore` as a
+``tf.data.Dataset`` (the training pipeline without augmentation), for Keras or a
+training loop of the user's own.
+
 A *patch source* is anything with the read side of
 :class:`cervixwsi.tiling.PatchStore`: ``len(source)``, ``source.labels``
 (``(N,)`` int) and ``source.read(indices) -> (k, H, W, 3) uint8``. The
@@ -9,6 +13,7 @@ threads, so the patches never need to fit in memory.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -18,13 +23,22 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi.errors import ModelError
+from cervixwsi._validate import check_int, check_positive_int
+from cervixwsi.errors import ModelError, ParameterError, PatchStoreError
 from cervixwsi.models._augment import Augmentation, augment_patch
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["ArrayPatchSource", "PatchSource", "as_patch_source", "source_dataset"]
+    from cervixwsi.tiling import PatchStore
+
+__all__ = [
+    "ArrayPatchSource",
+    "PatchSource",
+    "as_patch_source",
+    "patch_dataset",
+    "source_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +167,7 @@ def source_dataset(
         The dataset of ``(uint8 (B, size, size, 3), int32 (B,))`` and the
         number of batches per epoch.
     """
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     n = len(source)
     labels = np.asarray(source.labels, dtype=np.int32)
@@ -237,7 +251,7 @@ def dataset_pipeline(
     seed: int,
 ) -> tf.data.Dataset:
     """Augment (or centre-crop) and batch a user's dataset of (patch(es), label(s))."""
-    import tensorflow as tf
+    from cervixwsi.models._tf import tf
 
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
@@ -267,3 +281,143 @@ def dataset_pipeline(
 
     dataset = dataset.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass(frozen=True, eq=False)
+class _Subset:
+    """Some patches of a store (``index`` into it), with the patch-source interface."""
+
+    store: PatchStore
+    index: npt.NDArray[np.int64]
+
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = self.store.labels[self.index]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, indices: Sequence[int] | npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
+        return self.store.read(self.index[np.asarray(indices, dtype=np.int64)])
+
+
+def patch_dataset(
+    store: PatchStore,
+    batch_size: int = 32,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+    labels: bool = True,
+    epochs: int = 1,
+    indices: npt.ArrayLike | None = None,
+) -> tf.data.Dataset:
+    """The patches of a store as a ``tf.data.Dataset`` of batches, for Keras or a training loop.
+
+    The pipeline is the one :class:`~cervixwsi.models.PatchClassifier` trains
+    from, without augmentation: each batch's patches are read with one
+    ``store.read`` call (in index order, so each zarr chunk is read once),
+    several batches are read at once in parallel threads, and batches are
+    prefetched.  The patches never need to fit in memory.
+
+    Parameters
+    ----------
+    store : cervixwsi.tiling.PatchStore
+        The patches (all of those asked for must have been extracted).
+    batch_size : int
+        Patches per batch, default 32 (the study's value); the last batch of
+        each pass may be smaller.
+    shuffle : bool
+        Visit the patches in a random order, a new one for each pass, drawn
+        from ``(seed, pass)``: the same seed gives the same batches.  Default
+        False: index order.
+    seed : int, optional
+        Non-negative seed of the order; default a fresh random one.
+    labels : bool
+        Yield ``(patches, labels)`` (default) or the patches alone.
+    epochs : int
+        Passes over the patches in the dataset, default 1 (iterate it again
+        for another pass in the same order, or ask for several passes here to
+        have each in its own order).
+    indices : array_like, optional
+        Only these patches (e.g. a training split), in this order when not
+        shuffled; negative indices count from the end.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Batches of uint8 ``(B, H, W, 3)`` patches and int32 ``(B,)`` labels
+        (1 tumor, 0 normal); every patch once in each pass.
+
+    Raises
+    ------
+    ParameterError
+        If ``store`` is not a PatchStore, ``batch_size`` or ``epochs`` is not
+        a positive integer, or ``seed`` not a non-negative integer (checked
+        before TensorFlow is imported).
+    PatchStoreError
+        If an index is out of range or a patch asked for has not been
+        extracted (an interrupted :meth:`PatchStore.build
+        <cervixwsi.tiling.PatchStore.build>`).
+    ImportError
+        If TensorFlow is not installed (``pip install 'cervixwsi[tf]'``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from cervixwsi.models import patch_dataset
+    >>> from cervixwsi.slide import ArraySlide
+    >>> from cervixwsi.tiling import PatchSampler, PatchStore
+    >>> rgb = np.full((512, 512, 3), 235, np.uint8); rgb[64:448, 64:448] = (190, 100, 170)
+    >>> slide = ArraySlide(rgb, mpp=1.0, name="demo")
+    >>> sampler = PatchSampler(n_normal_normal_slide=6, patch_size=64)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     store = PatchStore.build(f"{folder}/p.zarr", [slide], sampler, seed=0, progress=False)
+    ...     batches = list(patch_dataset(store, 4, shuffle=True, seed=0))
+    >>> [(tuple(p.shape), p.dtype.name, y.dtype.name) for p, y in batches]
+    [((4, 64, 64, 3), 'uint8', 'int32'), ((2, 64, 64, 3), 'uint8', 'int32')]
+    """
+    from cervixwsi.tiling import PatchStore
+
+    if not isinstance(store, PatchStore):
+        raise ParameterError(
+            f"patch_dataset.store must be a cervixwsi.tiling.PatchStore, got {type(store).__name__}"
+        )
+    batch_size = check_positive_int(batch_size, "patch_dataset.batch_size")
+    epochs = check_positive_int(epochs, "patch_dataset.epochs")
+    if seed is not None:
+        seed = check_int(seed, "patch_dataset.seed", min=0)
+    n = len(store)
+    source: PatchStore | _Subset = store
+    wanted = np.arange(n)
+    if indices is not None:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise PatchStoreError(f"patch index out of range for a store of {n} patches")
+        wanted = np.where(idx < 0, idx + n, idx)
+        source = _Subset(store, wanted)
+    if not store.is_complete:
+        missing = wanted[~store.extracted[wanted]]
+        if missing.size:
+            raise PatchStoreError(
+                f"{missing.size} of the patches asked for in {store.path} have not been "
+                f"extracted (the first is patch {int(missing[0])}); run PatchStore.build "
+                "again to finish it"
+            )
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError("patch_dataset needs TensorFlow: pip install 'cervixwsi[tf]'")
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+    dataset, _ = source_dataset(
+        source,
+        batch_size=batch_size,
+        size=store.patch_size,  # the full patch: no crop
+        # Shuffled without augmentation; None: index order.
+        augmentation=Augmentation.none() if shuffle else None,
+        seed=seed,
+        epochs=epochs,
+    )
+    if not labels:
+        dataset = dataset.map(lambda patches, _labels: patches)
+    return dataset

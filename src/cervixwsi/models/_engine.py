@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -24,12 +23,19 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi.errors import ParameterError
+from cervixwsi._io import atomic_write_bytes
+from cervixwsi._validate import check_choice
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["ENGINES", "EngineFallbackWarning", "check_engine", "onnx_inference"]
+__all__ = [
+    "ENGINES",
+    "EngineFallbackWarning",
+    "check_engine",
+    "onnx_inference",
+    "tensorflow_inference",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +60,23 @@ def check_engine(engine: object) -> str:
     >>> check_engine("onnxruntime")
     'onnxruntime'
     """
-    if engine not in ENGINES:
-        raise ParameterError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return str(engine)
+    return str(check_choice(engine, "engine", ENGINES))
+
+
+def tensorflow_inference(model: keras.Model, input_size: int) -> Inference:
+    """The TensorFlow inference function of ``model``: one traced graph for any batch size."""
+    from cervixwsi.models._tf import tf
+
+    spec = tf.TensorSpec((None, input_size, input_size, 3), tf.uint8)
+
+    @tf.function(input_signature=[spec])  # type: ignore[untyped-decorator]
+    def graph(x: tf.Tensor) -> tf.Tensor:
+        return model(x, training=False)
+
+    def infer(x: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return np.asarray(graph(x).numpy(), dtype=np.float32)
+
+    return infer
 
 
 def model_fingerprint(model: keras.Model, input_size: int) -> str:
@@ -160,7 +180,8 @@ def _cached(cache: Path | None, fingerprint: str) -> bytes | None:
 
 def _export(model: keras.Model, input_size: int, fingerprint: str) -> bytes:
     import onnx
-    import tensorflow as tf
+
+    from cervixwsi.models._tf import tf
 
     spec = tf.TensorSpec((None, input_size, input_size, 3), tf.uint8, name="patches")
     logger.info("exporting the model to ONNX (once per weights; can take a minute)")
@@ -179,13 +200,10 @@ def _export(model: keras.Model, input_size: int, fingerprint: str) -> bytes:
 def _store(cache: Path | None, data: bytes) -> None:
     if cache is None:
         return
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
-        tmp.replace(cache)
+        atomic_write_bytes(cache, data)
         logger.info("cached the ONNX export as %s", cache)
     except OSError as exc:  # read-only model directory: keep it in memory
-        tmp.unlink(missing_ok=True)
         logger.warning("could not cache the ONNX export as %s (%s)", cache, exc)
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi._io import atomic_write_text
 from cervixwsi.errors import ModelError, ParameterError, PredictorError, WeightsError
+from cervixwsi.models._classifier import PatchClassifier
 from cervixwsi.models._data import check_patch_array
-from cervixwsi.models._training import PatchClassifier
 
 __all__ = ["EnsembleClassifier"]
 
@@ -159,7 +160,7 @@ class EnsembleClassifier:
             "members": files,
             "weights": self.weights.tolist(),
         }
-        (out / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        atomic_write_text(out / _MANIFEST, json.dumps(manifest, indent=2))
         return out
 
     @classmethod

@@ -1,7 +1,8 @@
 """Keras objects that a saved ``.keras`` file refers to by name.
 
-This private module imports Keras at module level, so it is imported only
-when a model is built or loaded (never by ``import cervixwsi.models``). Each
+This private module imports Keras at module level (through
+:mod:`cervixwsi.models._tf`), so it is imported only when a model is built or
+loaded (never by ``import cervixwsi.models``). Each
 object is registered under the ``cervixwsi`` package name, so
 ``keras.saving.load_model`` restores it in safe mode once this module has been
 imported, without any ``Lambda`` layer or pickled code.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
-from keras import ops
-
 from cervixwsi.errors import ModelError
+from cervixwsi.models._tf import keras
+
+ops = keras.ops
 
 if keras.backend.backend() != "tensorflow":
     raise ModelError(
