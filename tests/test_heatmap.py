@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import zarr
 
 from cervixwsi.errors import (
     HeatmapError,
@@ -221,6 +222,155 @@ def test_another_predictor_or_other_parameters_into_the_same_out_is_refused(
     assert np.isfinite(Heatmap.load(out).array).all()
 
 
+class ScaledPredictor(PositionPredictor):
+    """PositionPredictor's values times ``scale``: same name, other outputs for ``scale != 1``."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def predict(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return (super().predict(batch) * self.scale).astype(np.float32)
+
+
+def listing(folder: Path) -> list[str]:
+    """Every name in ``folder``, hidden ones (temporaries) included."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_another_configuration_is_refused_with_every_difference(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    HeatmapGenerator(PositionPredictor(), min_tissue=0.0, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    other = HeatmapGenerator(ScaledPredictor(0.5), stride=128, min_tissue=0.0, progress=False)
+    with pytest.raises(StoreMismatchError) as refused:
+        other.generate(position_slide, out=out, tissue_mask=tissue)
+    message = str(refused.value)
+    assert message.startswith(
+        f"the heatmap store {out} was made with other stride: 256.0 -> 128.0, "
+    )
+    assert "predictor: '" in message and "PositionPredictor' -> '" in message
+    assert "ScaledPredictor'" in message
+    assert "plan (the patch positions to predict" in message
+    assert (
+        "probe predictions ([0.5, 0.5, 0.5, 0.5] -> [0.25, 0.25, 0.25, 0.25]: "
+        "the predictor differs on a fixed probe batch)" in message
+    )
+    assert message.endswith("; use another out= or delete it")
+
+    assert np.isfinite(Heatmap.load(out).array).all()  # what was there is intact
+
+    # The same settings and predictor class with other outputs: only the probe differs.
+    out = tmp_path / "scaled.zarr"
+    HeatmapGenerator(ScaledPredictor(1.0), min_tissue=0.0, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    with pytest.raises(StoreMismatchError) as refused:
+        HeatmapGenerator(ScaledPredictor(0.5), min_tissue=0.0, progress=False).generate(
+            position_slide, out=out, tissue_mask=tissue
+        )
+    assert str(refused.value) == (
+        f"the heatmap store {out} was made with other probe predictions ([0.5, 0.5, 0.5, 0.5] "
+        "-> [0.25, 0.25, 0.25, 0.25]: the predictor differs on a fixed probe batch); "
+        "use another out= or delete it"
+    )
+    # ... while outputs within the probe's tolerance are the same predictor.
+    same = ScaledPredictor(1.000001)
+    HeatmapGenerator(same, min_tissue=0.0, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    assert same.seen == []  # the finished run was reopened, nothing predicted again
+
+
+def test_a_folder_that_is_not_a_heatmap_store_is_refused_as_out(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    gen = HeatmapGenerator(PositionPredictor(), min_tissue=0.0, progress=False)
+    with pytest.raises(StoreMismatchError, match="exists and is not a zarr store") as refused:
+        gen.generate(position_slide, out=folder, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    assert str(folder) in str(refused.value)
+    assert listing(folder) == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_a_run_interrupted_while_its_store_is_made_leaves_nothing(
+    position_slide: ArraySlide, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    real = zarr.Group.create_array
+
+    def interrupted(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "plan_done":  # the plan's arrays are half laid out
+            raise KeyboardInterrupt
+        return real(self, name, *args, **kwargs)
+
+    predictor = PositionPredictor()
+    gen = HeatmapGenerator(predictor, min_tissue=0.0, progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Group, "create_array", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            gen.generate(position_slide, out=out, tissue_mask=tissue)
+    assert listing(tmp_path) == []  # no store, no temporary sibling
+    assert predictor.seen == []
+    heat = gen.generate(position_slide, out=out, tissue_mask=tissue)  # a rerun starts afresh
+    np.testing.assert_allclose(Heatmap.load(out).array, expected_map(256), atol=1e-6)
+    np.testing.assert_array_equal(heat.array, Heatmap.load(out).array)
+    assert listing(tmp_path) == ["run.zarr"]
+
+
+def as_format_1(path: Path) -> None:
+    """Rewrite a store's attributes in the layout of heatmap format 1 (cervixwsi <= 0.x)."""
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = dict(group.attrs)
+    identity = dict(attrs.pop("identity"))
+    del attrs["cervixwsi_version"]
+    attrs.update(format_version=1, signature=identity)
+    if "probe" in identity:
+        attrs["probe"] = identity.pop("probe")
+    group.attrs.put(attrs)
+
+
+def test_a_format_1_run_store_is_resumed_as_it_is(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    crashing = PositionPredictor(fail_after=2)
+    gen = HeatmapGenerator(crashing, min_tissue=0.0, batch_size=3, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        gen.generate(position_slide, out=out, tissue_mask=tissue)
+    as_format_1(out)
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert set(attrs) == {"format", "format_version", "complete", "signature", "probe"}
+    assert attrs["format_version"] == 1 and attrs["complete"] is False
+    with pytest.raises(HeatmapError, match="unfinished"):
+        Heatmap.load(out)
+    with pytest.raises(StoreMismatchError, match=r"min_tissue: 0\.0 -> 0\.25") as refused:
+        HeatmapGenerator(ScaledPredictor(0.5), min_tissue=0.25, progress=False).generate(
+            position_slide, out=out, tissue_mask=tissue
+        )
+    assert "fixed probe batch" in str(refused.value)
+
+    second = PositionPredictor()
+    gen = HeatmapGenerator(second, min_tissue=0.0, batch_size=3, progress=False)
+    heat = gen.generate(position_slide, out=out, tissue_mask=tissue)
+    assert len(crashing.seen) == 6 and len(second.seen) == 4 * 3 - 6
+    assert not set(crashing.seen) & set(second.seen)
+    np.testing.assert_allclose(heat.array, expected_map(256), atol=1e-6)
+    np.testing.assert_array_equal(Heatmap.load(out).array, heat.array)
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert attrs["format_version"] == 1 and attrs["complete"] is True  # still format 1
+    assert "identity" not in attrs and attrs["signature"]["stride"] == 256.0
+
+
 # --- bad predictors and parameters -----------------------------------------------------
 
 
@@ -366,6 +516,160 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.tissue_mask.array, heat.tissue_mask.array)
     assert back.info == heat.info
     assert (back.downsample, back.slide_dimensions, back.mpp) == (256, (700, 500), 0.25)
+
+
+def other_heatmap() -> Heatmap:
+    p = np.array([[0.9, 0.1]], np.float32)
+    info = HeatmapInfo("slide-8", 256, 0, 1.0, 256.0, 0.5, "other")
+    return Heatmap(p, 256, (500, 200), tissue_mask=[[True, True]], info=info, mpp=0.5)
+
+
+def write_format_1_heatmap(path: Path, heat: Heatmap) -> None:
+    """A heatmap as Heatmap.save of heatmap format 1 wrote it."""
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("probability", data=heat.array, chunks=heat.shape)
+    group.create_array("tissue", data=heat.tissue_mask.array, chunks=heat.shape)
+    group.attrs.update(
+        {
+            "format": "cervixwsi.heatmap",
+            "format_version": 1,
+            "complete": True,
+            "downsample": heat.downsample,
+            "slide_dimensions": list(heat.slide_dimensions),
+            "mpp": heat.mpp,
+            "info": heat.info.to_json(),
+            "signature": {},
+        }
+    )
+
+
+def assert_same(a: Heatmap, b: Heatmap) -> None:
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_array_equal(a.tissue_mask.array, b.tissue_mask.array)
+    assert (a.info, a.downsample, a.slide_dimensions, a.mpp) == (
+        b.info,
+        b.downsample,
+        b.slide_dimensions,
+        b.mpp,
+    )
+
+
+def test_a_format_1_heatmap_loads_and_is_replaced_by_save(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    path = tmp_path / "old.zarr"
+    heat = small_heatmap()
+    write_format_1_heatmap(path, heat)
+    assert_same(Heatmap.load(path), heat)
+    # It is no run: generating into it is refused, naming what it does not record.
+    with pytest.raises(StoreMismatchError, match=r"slide_id: \(not recorded\) -> 'positions'"):
+        HeatmapGenerator(PositionPredictor(), min_tissue=0.0, progress=False).generate(
+            position_slide, out=path, tissue_mask=full_tissue(WIDTH, HEIGHT)
+        )
+    assert_same(Heatmap.load(path), heat)
+    other_heatmap().save(path)
+    assert_same(Heatmap.load(path), other_heatmap())
+    assert zarr.open_group(str(path), mode="r").attrs["format_version"] == 2
+    assert listing(tmp_path) == ["old.zarr"]
+
+
+def test_a_saved_heatmap_is_a_complete_store_of_the_layer(tmp_path: Path) -> None:
+    path = small_heatmap().save(tmp_path / "h.zarr")
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    assert attrs["format"] == "cervixwsi.heatmap" and attrs["format_version"] == 2
+    assert attrs["identity"] == {} and attrs["complete"] is True
+    assert listing(tmp_path) == ["h.zarr"]
+
+
+def test_save_replaces_a_heatmap_store(position_slide: ArraySlide, tmp_path: Path) -> None:
+    path = tmp_path / "h.zarr"
+    small_heatmap().save(path)
+    assert other_heatmap().save(path) == path
+    assert_same(Heatmap.load(path), other_heatmap())
+    assert listing(tmp_path) == ["h.zarr"]  # the old one and every temporary are gone
+    # ... a run's store, finished or not, and an empty folder too.
+    run = tmp_path / "run.zarr"
+    crashing = HeatmapGenerator(
+        PositionPredictor(fail_after=1), min_tissue=0.0, batch_size=4, progress=False
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.generate(position_slide, out=run, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    small_heatmap().save(run)
+    assert_same(Heatmap.load(run), small_heatmap())
+    assert not (run / "plan_done").exists()
+    (tmp_path / "empty").mkdir()
+    assert_same(Heatmap.load(small_heatmap().save(tmp_path / "empty")), small_heatmap())
+    assert listing(tmp_path) == ["empty", "h.zarr", "run.zarr"]
+
+
+def test_save_refuses_to_replace_what_is_not_a_heatmap_store(tmp_path: Path) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "table.csv").write_text("a,b\n")
+    with pytest.raises(HeatmapError, match="will not save a heatmap over") as refused:
+        small_heatmap().save(folder)
+    assert str(folder) in str(refused.value) and "table.csv" in str(refused.value)
+    assert listing(folder) == ["table.csv"]
+    (tmp_path / "file.zarr").write_text("not a store")
+    with pytest.raises(HeatmapError, match=r"file\.zarr, which is not a zarr store: it is a file"):
+        small_heatmap().save(tmp_path / "file.zarr")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["format"] = "someone.else"
+    with pytest.raises(HeatmapError, match=r"it has the format 'someone\.else'"):
+        small_heatmap().save(tmp_path / "other.zarr")
+    assert listing(tmp_path) == ["file.zarr", "other.zarr", "results"]
+    assert (tmp_path / "file.zarr").read_text() == "not a store"
+
+
+def test_a_crash_while_saving_leaves_the_old_heatmap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.zarr"
+    small_heatmap().save(path)
+    real = zarr.Group.create_array
+
+    def failing(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "tissue":  # after the probabilities were written
+            raise OSError("disk full")
+        return real(self, name, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Group, "create_array", failing)
+        with pytest.raises(OSError, match="disk full"):
+            other_heatmap().save(path)
+    assert_same(Heatmap.load(path), small_heatmap())
+    assert listing(tmp_path) == ["h.zarr"]
+
+    # The rename of the new store into place fails once the old one is aside: it comes back.
+    real_replace = Path.replace
+    failed: list[Path] = []
+
+    def replace(self: Path, target: Any) -> Path:
+        if Path(target) == path and not failed:
+            failed.append(self)
+            raise OSError("rename failed")
+        return real_replace(self, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "replace", replace)
+        with pytest.raises(OSError, match="rename failed"):
+            other_heatmap().save(path)
+    assert failed and failed[0].name.startswith(".h.zarr.")
+    assert_same(Heatmap.load(path), small_heatmap())
+    assert listing(tmp_path) == ["h.zarr"]
+
+
+def test_saved_stores_are_readable_by_all_under_umask_022(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = small_heatmap().save(tmp_path / "h.zarr")
+        other_heatmap().save(path)  # a replacement too
+    finally:
+        os.umask(old)
+    entries = [path, *path.rglob("*")]
+    assert len(entries) > 4
+    for entry in entries:
+        mode = entry.stat().st_mode & 0o777
+        assert mode == (0o755 if entry.is_dir() else 0o644), (entry, oct(mode))
 
 
 def test_loading_what_is_not_a_heatmap(tmp_path: Path) -> None:
