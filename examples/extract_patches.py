@@ -9,10 +9,10 @@ Usage::
 
     python examples/extract_patches.py [SLIDE] [--out DIR]
 
-It writes into ``--out`` (default: a temporary directory): ``tissue.png`` (the
-thumbnail with the tissue mask), ``tissue.npz`` (the mask), ``patches.zarr`` (the
-patch store) and ``patches.png`` (a mosaic of stored patches, tumor on the top
-row).
+It writes into ``--out`` (created if missing; default: a new temporary folder,
+kept): ``tissue.png`` (the thumbnail with the tissue mask), ``tissue.npz`` (the
+mask), ``patches.zarr`` (the patch store) and ``patches.png`` (a mosaic of stored
+patches, tumor on the top row).
 """
 
 from __future__ import annotations
@@ -41,9 +41,14 @@ def make_demo_slide(out: Path) -> Any:
 def detect_tissue(slide: Slide, out: Path) -> TissueMask:
     """Mask the tissue and save the thumbnail with the mask over it."""
     mask = TissueMasker().mask(slide)  # reads one level, works at 8 µm/px
-    print(f"tissue       {mask.tissue_fraction:.1%} of the slide, {mask.area_um2 / 1e6:.2f} mm²")
-    print(f"             mask {mask.shape[1]} x {mask.shape[0]} px at {mask.pixel_size_um:g} µm/px")
-    print(f"             {len(mask.boxes())} pieces, largest {mask.boxes()[0]}")
+    # Areas and pixel sizes in µm need the slide's mpp, which a slide may not record.
+    area = "" if mask.area_um2 is None else f", {mask.area_um2 / 1e6:.2f} mm²"
+    um = mask.pixel_size_um
+    size = f"downsample {mask.downsample:g}" if um is None else f"{um:g} µm/px"
+    print(f"tissue       {mask.tissue_fraction:.1%} of the slide{area}")
+    print(f"             mask {mask.shape[1]} x {mask.shape[0]} px at {size}")
+    boxes = mask.boxes()
+    print(f"             {len(boxes)} pieces" + (f", largest {boxes[0]}" if boxes else ""))
 
     thumbnail = slide.get_thumbnail((512, 512))
     h, w = thumbnail.shape[:2]
@@ -99,24 +104,33 @@ def save_mosaic(store: PatchStore, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("slide", nargs="?", type=Path, help="a slide (default: synthetic)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "slide",
+        nargs="?",
+        type=Path,
+        help="a slide, treated as normal (default: a synthetic tumor slide written into OUT)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder, created if missing (default: a new temporary folder)",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.out or Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
-        item: Any = args.slide if args.slide is not None else make_demo_slide(out)
-        path = item if isinstance(item, Path) else item.path
-        with Slide(path) as slide:
-            print(
-                f"slide        {slide.name}: {slide.dimensions[0]} x {slide.dimensions[1]} px, "
-                f"{slide.level_count} levels, mpp {slide.mpp}"
-            )
-            mask = detect_tissue(slide, out)
-            lay_grid(slide, mask)
-        store = build_store([item], [mask], out)
-        save_mosaic(store, out)
-        print(f"images       {out / 'tissue.png'}, {out / 'patches.png'}")
+    out = args.out or Path(tempfile.mkdtemp(prefix="cervixwsi-patches-"))
+    out.mkdir(parents=True, exist_ok=True)
+    item: Any = args.slide if args.slide is not None else make_demo_slide(out)
+    path = item if isinstance(item, Path) else item.path
+    with Slide(path) as slide:
+        print(
+            f"slide        {slide.name}: {slide.dimensions[0]} x {slide.dimensions[1]} px, "
+            f"{slide.level_count} levels, mpp {slide.mpp}"
+        )
+        mask = detect_tissue(slide, out)
+        lay_grid(slide, mask)
+    store = build_store([item], [mask], out)
+    save_mosaic(store, out)
+    print(f"images       {out / 'tissue.png'}, {out / 'patches.png'}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,31 @@ from cervixwsi.synthetic import Cohort, make_cohort
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("synthetic_cohort"))
-    parser.add_argument("--tumor", type=int, default=4, help="tumor slides (the study: 347)")
-    parser.add_argument("--normal", type=int, default=4, help="normal slides (the study: 453)")
-    parser.add_argument("--size", type=int, default=3072, help="level-0 width and height")
-    parser.add_argument("--workers", type=int, default=1, help="slides drawn in parallel")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("synthetic_cohort"),
+        help="output folder for the slides, annotations and manifest.csv, created if missing "
+        "(default: synthetic_cohort)",
+    )
+    parser.add_argument(
+        "--tumor", type=int, default=4, help="tumor slides (default: 4; the study: 347)"
+    )
+    parser.add_argument(
+        "--normal", type=int, default=4, help="normal slides (default: 4; the study: 453)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=3072, help="level-0 width and height in pixels (default: 3072)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="slides drawn in parallel (default: 1)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the cohort: same seed, same slides (default: 0)",
+    )
     args = parser.parse_args()
 
     cohort = make_cohort(

@@ -7,7 +7,10 @@ normal tissue (stroma and epithelium).
 
 Run::
 
-    python examples/make_synthetic_figure.py --out docs/_static/synthetic_example.png
+    python examples/make_synthetic_figure.py --out docs/_static
+
+It writes ``synthetic_example.png`` into ``--out`` (created if missing; default:
+the current folder).
 """
 
 from __future__ import annotations
@@ -39,9 +42,22 @@ def crop_centre(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("synthetic_example.png"))
-    parser.add_argument("--size", type=int, default=12000, help="level-0 width and height")
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path(),
+        help="output folder, created if missing; the figure is OUT/synthetic_example.png "
+        "(default: the current folder)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=12000,
+        help="level-0 width and height in pixels (default: 12000)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=11, help="seed of the slide and of the crops (default: 11)"
+    )
     args = parser.parse_args()
 
     spec = SyntheticSlideSpec(width=args.size, height=args.size, tumor=True, seed=args.seed)
@@ -85,9 +101,11 @@ def main() -> None:
     for ax in axes:
         ax.set_axis_off()
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "synthetic_example.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

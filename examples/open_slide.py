@@ -60,8 +60,19 @@ def write_synthetic_slide(path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("slide", nargs="?", type=Path, help="a slide file (default: synthetic)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "slide",
+        nargs="?",
+        type=Path,
+        help="a slide file (default: a small synthetic slide written into OUT)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for the thumbnail, created if missing "
+        "(default: a new temporary folder)",
+    )
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="cervixwsi-"))
     out.mkdir(parents=True, exist_ok=True)

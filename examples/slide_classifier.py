@@ -48,9 +48,25 @@ def synthetic_heatmap(rng: np.random.Generator, tumor: bool, shape: tuple[int, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="where to write the outputs")
-    parser.add_argument("--slides", type=int, default=60, help="number of slides (even)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for features.csv and the classifier, created if missing "
+        "(default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--slides",
+        type=int,
+        default=60,
+        help="number of synthetic slides, half tumor and half normal (default: 60)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the heatmaps, the folds and the forest (default: 0)",
+    )
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="cervixwsi-classifier-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -371,6 +371,30 @@ def test_a_format_1_run_store_is_resumed_as_it_is(
     assert "identity" not in attrs and attrs["signature"]["stride"] == 256.0
 
 
+def test_a_run_recorded_under_a_private_module_path_resumes(
+    position_slide: ArraySlide, tmp_path: Path
+) -> None:
+    # Stores made before a package was split record e.g. cervixwsi.models._training.X:
+    # the predictor is the same class, so the run must resume, not be refused.
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    crashing = PositionPredictor(fail_after=2)
+    gen = HeatmapGenerator(crashing, min_tissue=0.0, batch_size=3, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        gen.generate(position_slide, out=out, tissue_mask=tissue)
+    group = zarr.open_group(str(out), mode="r+")
+    identity = dict(group.attrs["identity"])
+    module, _, cls = identity["predictor"].rpartition(".")
+    identity["predictor"] = f"{module}._old_private_module.{cls}"
+    group.attrs["identity"] = identity
+    second = PositionPredictor()
+    heat = HeatmapGenerator(second, min_tissue=0.0, batch_size=3, progress=False).generate(
+        position_slide, out=out, tissue_mask=tissue
+    )
+    assert len(crashing.seen) + len(second.seen) == 4 * 3
+    np.testing.assert_allclose(heat.array, expected_map(256), atol=1e-6)
+
+
 # --- bad predictors and parameters -----------------------------------------------------
 
 

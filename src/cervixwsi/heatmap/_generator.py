@@ -17,7 +17,7 @@ from cervixwsi._validate import check_fraction, check_positive_int
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import resolve_level
 from cervixwsi.heatmap._heatmap import Heatmap, HeatmapInfo
-from cervixwsi.heatmap._plan import _check_predictions, _Plan
+from cervixwsi.heatmap._plan import _check_predictions, _Plan, public_name
 from cervixwsi.heatmap._runstore import _RunStore
 
 if TYPE_CHECKING:
@@ -52,16 +52,23 @@ class PatchPredictor(Protocol):
 
 
 def predictor_name(predictor: object) -> str:
-    """A readable identity of a predictor: its ``name`` attribute or its class.
+    """A readable identity of a predictor: its class's public path and its ``name``.
+
+    The class is named without its private modules (``cervixwsi.models.PatchClassifier``,
+    not ``cervixwsi.models._classifier.PatchClassifier``), so a heatmap run store made
+    before a package was reorganised is still recognised.
 
     Examples
     --------
     >>> predictor_name(object())
     'builtins.object'
+    >>> from cervixwsi.tiling import PatchGrid
+    >>> predictor_name(PatchGrid())
+    'cervixwsi.tiling.PatchGrid'
     """
     name = getattr(predictor, "name", None)
     cls = type(predictor)
-    qual = f"{cls.__module__}.{cls.__qualname__}"
+    qual = public_name(f"{cls.__module__}.{cls.__qualname__}")
     return f"{qual}:{name}" if isinstance(name, str) and name else qual
 
 

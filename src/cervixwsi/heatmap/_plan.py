@@ -56,3 +56,19 @@ def _check_predictions(
             "tumor probabilities must lie in [0, 1]"
         )
     return arr
+
+
+def public_name(qualified: str) -> str:
+    """A dotted name without its private (``_``-prefixed) modules.
+
+    Examples
+    --------
+    >>> public_name("cervixwsi.models._training.PatchClassifier:small")
+    'cervixwsi.models.PatchClassifier:small'
+    >>> public_name("builtins.object")
+    'builtins.object'
+    """
+    head, sep, tail = qualified.partition(":")
+    parts = head.split(".")
+    kept = [q for q in parts[:-1] if not q.startswith("_")] + parts[-1:]
+    return ".".join(kept) + sep + tail

@@ -37,7 +37,7 @@ import numpy.typing as npt
 from cervixwsi._io import atomic_path, temporary_sibling
 from cervixwsi._store import StoreFormat, mark_complete
 from cervixwsi.errors import HeatmapError, StoreMismatchError
-from cervixwsi.heatmap._plan import _check_predictions, _Plan
+from cervixwsi.heatmap._plan import _check_predictions, _Plan, public_name
 
 if TYPE_CHECKING:
     from cervixwsi.heatmap._generator import PatchPredictor
@@ -111,7 +111,14 @@ def _describe_plan(old: Any, new: Any) -> str:
 
 
 _DESCRIBE = {"probe": _describe_probe, "plan": _describe_plan}
-_COMPARE = {"probe": _same_probe}
+
+
+def _same_predictor(old: Any, new: Any) -> bool:
+    """Predictor names agree, ignoring private modules (renamed when a package is split)."""
+    return isinstance(old, str) and isinstance(new, str) and public_name(old) == public_name(new)
+
+
+_COMPARE = {"probe": _same_probe, "predictor": _same_predictor}
 
 
 class _RunStore:
