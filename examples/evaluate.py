@@ -107,7 +107,9 @@ def froc_from_annotation_files(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for the PNG figures")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the simulated heatmaps (default 0)"
+    )
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="cervixwsi_evaluate_"))
     out.mkdir(parents=True, exist_ok=True)

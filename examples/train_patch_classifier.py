@@ -60,7 +60,7 @@ def synthetic_patches(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output directory (temp dir)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
     parser.add_argument("--patches", type=int, default=160, help="training patches per class")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="cervixwsi-models-"))
