@@ -29,6 +29,7 @@ __all__ = [
     "GeometryError",
     "HeatmapError",
     "MetricsError",
+    "MissingExtraError",
     "ModelError",
     "NotFittedError",
     "ParameterError",
@@ -62,11 +63,19 @@ class SlideError(CervixWSIError):
 
 
 class SlideOpenError(SlideError, OSError):
-    """A slide file cannot be opened: not a TIFF, truncated, or without a tiled pyramid."""
+    """A slide cannot be opened: not a slide format, truncated, incomplete or unsupported."""
 
 
 class SlideNotFoundError(SlideOpenError, FileNotFoundError):
     """The slide file does not exist."""
+
+
+class MissingExtraError(SlideOpenError):
+    """The slide's format needs an optional extra that is not installed.
+
+    The message names the extra and the command that installs it, e.g.
+    ``pip install 'cervixwsi[dicom]'`` for DICOM WSI.
+    """
 
 
 class SlideReadError(SlideError, OSError):

@@ -1,4 +1,4 @@
-"""Pyramidal whole-slide images: :class:`Slide` (TIFF files) and :class:`ArraySlide`.
+"""Pyramidal whole-slide images: :class:`Slide` (files and DICOM folders) and :class:`ArraySlide`.
 
 Both share OpenSlide's surface (``dimensions``, ``level_count``,
 ``level_dimensions``, ``level_downsamples``, ``get_best_level_for_downsample``,
@@ -19,16 +19,26 @@ Conventions (those of OpenSlide):
 * regions are ``(height, width, 3)`` RGB ``uint8`` arrays; whatever lies
   outside the slide is white (255), never an error.
 
-:class:`Slide` needs no OpenSlide: it finds the pyramid with tifffile and
-decodes only the tiles a region touches (with a small shared cache), reading
-their bytes with ``os.pread`` so that any number of threads can read at once.
-A slide pickles as its path and reopens in the process that unpickles it.
+:class:`Slide` picks a reader by the content of the path and reports it in
+``slide.backend``: :class:`TiffSlide` (``"tiff"``, native, no OpenSlide: Aperio
+SVS, generic and OME-TIFF), :class:`DicomSlide` (``"dicom"``, DICOM WSI through
+wsidicom, the ``dicom`` extra) or :class:`OpenSlideSlide` (``"openslide"``: MRXS,
+NDPI, VMS, SCN, BIF, Philips TIFF through openslide-bin, the ``openslide`` extra).
+``Slide(path, backend=...)`` forces one and ``Slide(path, mpp=...)`` overrides or
+supplies the µm per pixel.  A slide pickles as its path and options and reopens in
+the process that unpickles it.
 
-Readers are one module each (``_tiff_slide``: :class:`Slide`; ``_array``:
-:class:`ArraySlide`), on :class:`BaseSlide` (``_base``), which holds everything they
-share; a new file format is a new module with a subclass that says how large its
-levels and tiles are and how to decode one tile.  A level asked for by ``mpp`` is
-chosen by :func:`cervixwsi.geometry.resolve_level`, the rule every stage uses.
+The design: readers are one module each (``_tiff_slide``, ``_dicom``, ``_openslide``,
+``_array``), subclasses of :class:`BaseSlide` (``_base``), which holds everything they
+share: level arithmetic, coordinates, clipping, thumbnails, units.  A tile reader says
+how large its levels and tiles are and how to decode one tile; a region reader
+(OpenSlide) reads regions itself.  :class:`Slide` (``_slide``) is the base of the
+readers of files: ``Slide.__new__`` asks ``_formats`` (content sniffing and the
+registry of readers) which subclass to create, so ``Slide(path)`` keeps its
+constructor and ``isinstance(x, Slide)`` holds for every reader; the wsidicom and
+OpenSlide imports happen inside their readers, so importing this package needs
+neither.  A level asked for by ``mpp`` is chosen by
+:func:`cervixwsi.geometry.resolve_level`, the rule every stage uses.
 
 Examples
 --------
@@ -48,7 +58,20 @@ array([  0,   0,   0,   0,   0,   0,   0,   0,   0,   0, 255, 255, 255, 255, 255
 from cervixwsi._pyramid import write_pyramid
 from cervixwsi.slide._array import ArraySlide
 from cervixwsi.slide._base import BaseSlide
+from cervixwsi.slide._dicom import DicomSlide
+from cervixwsi.slide._openslide import OpenSlideSlide
+from cervixwsi.slide._slide import MPP_PER_OBJECTIVE_POWER as MPP_PER_OBJECTIVE_POWER
+from cervixwsi.slide._slide import Slide, SlideWarning
 from cervixwsi.slide._tiff_slide import DEFAULT_TILE_CACHE_BYTES as DEFAULT_TILE_CACHE_BYTES
-from cervixwsi.slide._tiff_slide import Slide
+from cervixwsi.slide._tiff_slide import TiffSlide
 
-__all__ = ["ArraySlide", "BaseSlide", "Slide", "write_pyramid"]
+__all__ = [
+    "ArraySlide",
+    "BaseSlide",
+    "DicomSlide",
+    "OpenSlideSlide",
+    "Slide",
+    "SlideWarning",
+    "TiffSlide",
+    "write_pyramid",
+]

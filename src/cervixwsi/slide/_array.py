@@ -51,6 +51,8 @@ class ArraySlide(BaseSlide):
            [255, 255, 255, 255]], dtype=uint8)
     """
 
+    _backend_name = "array"
+
     def __init__(
         self,
         image_or_levels: npt.ArrayLike | Sequence[npt.ArrayLike],

@@ -12,7 +12,7 @@ import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -61,7 +61,7 @@ def _positive_size(value: Any, what: str = "size") -> tuple[int, int]:
     return w, h
 
 
-class BaseSlide(abc.ABC):
+class BaseSlide(abc.ABC):  # noqa: B024 - a reader provides tiles or regions
     """The surface common to every slide reader (:class:`Slide`, :class:`ArraySlide`).
 
     A subclass says how big its levels and tiles are and how to get one tile;
@@ -96,15 +96,22 @@ class BaseSlide(abc.ABC):
         self._closed = False
 
     # --- what a subclass provides ------------------------------------------------------
+    #
+    # A tile reader (TIFF, DICOM, arrays) provides ``_tile_size`` and ``_tile``; the
+    # region arithmetic below then does everything else.  A region reader (OpenSlide,
+    # which resamples itself) overrides ``_read_region`` instead.
 
-    @abc.abstractmethod
+    #: What reads the pixels (``slide.backend``): ``"tiff"``, ``"dicom"``, ``"openslide"``...
+    _backend_name: ClassVar[str] = "custom"
+
     def _tile_size(self, level: int) -> tuple[int, int]:
         """``(width, height)`` of the tiles of ``level`` (the level itself if untiled)."""
+        raise NotImplementedError(f"{type(self).__name__} reads regions, not tiles")
 
-    @abc.abstractmethod
     def _tile(self, level: int, col: int, row: int) -> RGBImage | None:
         """Tile ``(col, row)`` of ``level`` as ``(h, w, 3)`` uint8 (at least the part
         inside the level), or ``None`` for a tile the file does not have (white)."""
+        raise NotImplementedError(f"{type(self).__name__} reads regions, not tiles")
 
     def _tiles(
         self, level: int, cells: list[tuple[int, int]]
@@ -114,6 +121,12 @@ class BaseSlide(abc.ABC):
             yield col, row, self._tile(level, col, row)
 
     # --- geometry -----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """What reads the pixels: ``"tiff"`` (the native TIFF reader), ``"dicom"``
+        (DICOM WSI through wsidicom), ``"openslide"``, or ``"array"`` (in memory)."""
+        return self._backend_name
 
     @property
     def name(self) -> str:
@@ -312,10 +325,17 @@ class BaseSlide(abc.ABC):
         k = self._check_level(level)
         x, y = _pair(location, "location")
         w, h = _positive_size(size)
-        if k == 0:
+        return self._read_region(k, x, y, w, h)
+
+    def _read_region(self, level: int, x: int, y: int, w: int, h: int) -> RGBImage:
+        """A validated region: level-0 ``(x, y)``, ``w x h`` pixels of ``level``.
+
+        Level pixel ``round(x / d)`` (halves up); a region reader overrides this.
+        """
+        if level == 0:
             return self._read_level_pixels(0, x, y, w, h)
-        d = self._level_downsamples[k]
-        return self._read_level_pixels(k, _nearest(x / d), _nearest(y / d), w, h)
+        d = self._level_downsamples[level]
+        return self._read_level_pixels(level, _nearest(x / d), _nearest(y / d), w, h)
 
     def read_level(self, level: int) -> RGBImage:
         """A whole level as ``(h, w, 3)`` uint8 (meant for low-resolution levels).

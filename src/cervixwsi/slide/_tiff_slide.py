@@ -1,4 +1,4 @@
-"""The TIFF-family reader: :class:`Slide` (Aperio SVS, generic tiled TIFF, OME-TIFF, ...).
+"""The native TIFF-family reader: :class:`TiffSlide` (Aperio SVS, generic tiled TIFF, OME-TIFF).
 
 It needs no OpenSlide: :func:`~cervixwsi.slide._tiff.inspect_tiff` finds the pyramid
 with tifffile when the file is opened, and a read decodes only the tiles a region
@@ -14,7 +14,6 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import numpy as np
 
 from cervixwsi._validate import check_int
 from cervixwsi.errors import SlideNotFoundError, SlideOpenError, SlideReadError
-from cervixwsi.slide._base import BaseSlide, RGBImage
+from cervixwsi.slide._base import RGBImage
+from cervixwsi.slide._slide import Slide, settle_mpp
 from cervixwsi.slide._tiff import (
     AssociatedPage,
     TiffLevel,
@@ -33,7 +33,7 @@ from cervixwsi.slide._tiff import (
 )
 from cervixwsi.slide._tilecache import TileCache
 
-__all__ = ["DEFAULT_TILE_CACHE_BYTES", "Slide"]
+__all__ = ["DEFAULT_TILE_CACHE_BYTES", "TiffSlide", "default_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_TILE_CACHE_BYTES = 48 * 2**20
 # Aperio JPEG 2000 with YCbCr components, which the codec leaves unconverted.
 _APERIO_JP2K_YCBCR = 33003
-# A read touching at least this many tiles decodes them in parallel threads.
-_PARALLEL_MIN_TILES = 8
+
+
+def default_threads(threads: int | None, owner: str) -> int:
+    """Threads for a large read: ``threads``, checked, or up to 4 (as many as CPUs)."""
+    if threads is None:
+        return min(4, os.cpu_count() or 1)
+    return check_int(threads, f"{owner}.threads", min=1)
 
 
 def _slide_name(path: Path) -> str:
@@ -61,7 +66,7 @@ def _close_files(fd: int, tif: Any) -> None:
 class _AssociatedImages(Mapping[str, RGBImage]):
     """Label, macro and thumbnail images of a :class:`Slide`, decoded when accessed."""
 
-    def __init__(self, slide: Slide, pages: Sequence[AssociatedPage]) -> None:
+    def __init__(self, slide: TiffSlide, pages: Sequence[AssociatedPage]) -> None:
         self._slide = slide
         self._pages = {p.name: p for p in pages}
 
@@ -79,8 +84,12 @@ class _AssociatedImages(Mapping[str, RGBImage]):
         return f"<associated images {{{sizes}}}>"
 
 
-class Slide(BaseSlide):
-    """A pyramidal TIFF slide: Aperio SVS, generic tiled TIFF, OME-TIFF, and more.
+class TiffSlide(Slide):
+    """A pyramidal TIFF slide (``backend="tiff"``): Aperio SVS, generic tiled TIFF, OME-TIFF.
+
+    The native reader, and what ``Slide(path)`` picks for those formats; it needs no
+    OpenSlide.  Vendor TIFFs with layouts of their own (Hamamatsu NDPI, Leica SCN,
+    Ventana BIF, Philips TIFF) go to :class:`OpenSlideSlide` instead.
 
     The pyramid is what tifffile exposes as the file's main image series with
     its resolution levels (successive pages marked reduced-resolution, SubIFDs,
@@ -95,14 +104,20 @@ class Slide(BaseSlide):
     bounded cache, and are safe from several threads at once.  A slide pickles
     as its path and options and reopens when unpickled (process pools, Dask).
 
-    The mpp comes from the Aperio ``MPP`` field, else the OME ``PhysicalSizeX``/
-    ``Y``, else the TIFF ``XResolution``/``YResolution`` with a ``ResolutionUnit``
-    of inch or centimetre; it is ``None`` otherwise (never guessed).
+    The mpp is ``mpp=`` when given, else the Aperio ``MPP`` field, else the OME
+    ``PhysicalSizeX``/``Y``, else the TIFF ``XResolution``/``YResolution`` with a
+    ``ResolutionUnit`` of inch or centimetre, else derived from the objective power
+    (Aperio ``AppMag``, OME ``NominalMagnification``) with a :class:`SlideWarning`
+    (see :func:`~cervixwsi.slide._slide.settle_mpp`); ``None`` otherwise.
 
     Parameters
     ----------
     path : str or os.PathLike
         The slide file.
+    backend : {"tiff"}, optional
+        Accepted for ``Slide(path, backend="tiff")``.
+    mpp : float or (float, float), optional
+        Level-0 µm per pixel, overriding or supplying the metadata's.
     tile_cache_bytes : int, optional
         Bound of the decoded-tile cache in bytes (default 48 MiB; 0 disables it).
     threads : int, optional
@@ -118,7 +133,8 @@ class Slide(BaseSlide):
         If the file is not a TIFF, is truncated or corrupt, or has no tiled
         pyramid of 8-bit grey/RGB pixels.
     ParameterError
-        If ``tile_cache_bytes`` is not an integer >= 0 or ``threads`` not one >= 1.
+        If ``tile_cache_bytes`` is not an integer >= 0, ``threads`` not one >= 1, or
+        ``mpp`` not a positive number.
 
     Examples
     --------
@@ -140,23 +156,23 @@ class Slide(BaseSlide):
     (True, 255)
     """
 
+    _backend_name = "tiff"
+
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
+        backend: str | None = None,
+        mpp: float | tuple[float, float] | None = None,
         tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES,
         threads: int | None = None,
     ) -> None:
         import tifffile
 
-        self._path = Path(path)
+        path_ = self._start(path, backend, mpp)
         self._tile_cache_bytes = check_int(tile_cache_bytes, "Slide.tile_cache_bytes", min=0)
-        self._threads = (
-            min(4, os.cpu_count() or 1)
-            if threads is None
-            else check_int(threads, "Slide.threads", min=1)
-        )
-        path_ = self._path
+        self._threads = default_threads(threads, "Slide")
+        self._open_options.update(tile_cache_bytes=self._tile_cache_bytes, threads=self._threads)
         if not path_.exists():
             raise SlideNotFoundError(f"{path_}: no such slide file")
         if not path_.is_file():
@@ -185,12 +201,13 @@ class Slide(BaseSlide):
         self._cache = TileCache(self._tile_cache_bytes)
         self._associated = _AssociatedImages(self, layout.associated)
         dims = tuple((lv.width, lv.height) for lv in layout.levels)
+        properties = dict(layout.properties)
         super().__init__(
             name=_slide_name(path_),
             level_dimensions=dims,
-            mpp=layout.mpp,
+            mpp=settle_mpp(path_, self._user_mpp, layout.mpp, layout.objective_power, properties),
             objective_power=layout.objective_power,
-            properties=layout.properties,
+            properties=properties,
         )
         self._properties.update(
             level_properties(
@@ -200,11 +217,6 @@ class Slide(BaseSlide):
             )
         )
         logger.debug("opened %r: levels %s", self, dims)
-
-    @property
-    def path(self) -> Path:
-        """The slide file."""
-        return self._path
 
     @property
     def associated_images(self) -> Mapping[str, RGBImage]:
@@ -272,17 +284,6 @@ class Slide(BaseSlide):
         self._cache.put(key, tile)
         return tile
 
-    def _tiles(
-        self, level: int, cells: list[tuple[int, int]]
-    ) -> Iterator[tuple[int, int, RGBImage | None]]:
-        if self._threads == 1 or len(cells) < _PARALLEL_MIN_TILES:
-            yield from super()._tiles(level, cells)
-            return
-        with ThreadPoolExecutor(max_workers=self._threads) as pool:
-            tiles = pool.map(lambda cell: self._tile(level, *cell), cells)
-            for (col, row), tile in zip(cells, tiles, strict=True):
-                yield col, row, tile
-
     def _read_associated(self, associated: AssociatedPage) -> RGBImage:
         self._check_open()
         try:
@@ -302,20 +303,3 @@ class Slide(BaseSlide):
         super().close()
         self._cache.clear()
         self._finalizer()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "path": str(self._path.resolve()),  # a worker may have another cwd
-            "tile_cache_bytes": self._tile_cache_bytes,
-            "threads": self._threads,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(  # type: ignore[misc]
-            state["path"], tile_cache_bytes=state["tile_cache_bytes"], threads=state["threads"]
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"Slide({str(self._path)!r}, dimensions={self.dimensions}, levels={self.level_count})"
-        )
