@@ -255,8 +255,9 @@ def test_invalid_asap_polygons_raise_or_skip(tmp_path: Path, points: str, match:
     path.write_text(_xml(points))
     with pytest.raises(AnnotationError, match=rf"bad\.xml: annotation 0 \('bad'\): .*{match}"):
         read_asap_xml(path)
-    with pytest.warns(AnnotationWarning, match=match):
+    with pytest.warns(AnnotationWarning, match=match) as caught:
         assert len(read_asap_xml(path, errors="skip")) == 0
+    assert caught[0].filename == __file__  # the warning points at the caller's line
 
 
 def test_asap_missing_file_and_bad_errors_argument(tmp_path: Path) -> None:
@@ -385,8 +386,9 @@ def test_invalid_geojson_polygons_can_be_skipped(tmp_path: Path) -> None:
     bad = _feature({"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]})
     path = tmp_path / "a.geojson"
     path.write_text(json.dumps([bad, good]))
-    with pytest.warns(AnnotationWarning, match="feature 0"):
+    with pytest.warns(AnnotationWarning, match="feature 0") as caught:
         assert len(read_geojson(path, errors="skip")) == 1
+    assert caught[0].filename == __file__
 
 
 # --- XML -> GeoJSON -> XML ------------------------------------------------------------
@@ -582,8 +584,12 @@ def test_unknown_class_and_far_coordinates_warn_or_raise() -> None:
         AnnotationWarning, match=r"no annotation of s\.xml has the class\(es\) \['Tumor'\]"
     ):
         assert not rasterize(s, (10, 10), classes=("Tumor",)).array.any()
-    with pytest.warns(AnnotationWarning, match=r"1 annotation\(s\) of s\.xml reach outside"):
+    with pytest.warns(AnnotationWarning, match=r"1 annotation\(s\) of s\.xml reach outside") as w:
         mask = rasterize(s, (20, 20), 1.0)
+    with pytest.warns(AnnotationWarning, match=r"reach outside") as w_mask:
+        s.to_mask((20, 20), 1.0)
+    # Both warnings point at the line that called rasterize or to_mask.
+    assert w[0].filename == w_mask[0].filename == __file__
     assert mask.array[:10, :10].all() and mask.array.sum() == 100  # the far one lies off the slide
     with pytest.raises(GeometryError, match=r"annotation 1 of s\.xml .* outside the 20x20 slide"):
         rasterize(s, (20, 20), 1.0, outside="raise")

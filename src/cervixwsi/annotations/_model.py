@@ -305,9 +305,9 @@ class AnnotationSet(Sequence[Annotation]):
         >>> mask.same_grid(grid), mask.array.astype(int).tolist()
         (True, [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
         """
-        from cervixwsi.annotations._raster import rasterize
+        from cervixwsi.annotations._raster import _rasterize
 
-        return rasterize(
+        return _rasterize(
             self,
             shape_or_raster,
             downsample,
@@ -334,7 +334,7 @@ def _normalise_label(raw: str, label_map: Mapping[str, str]) -> str:
 def _invalid(errors: Errors, exc: AnnotationError, where: str) -> None:
     if errors == "raise":
         raise AnnotationError(f"{where}: {exc}") from None
-    warnings.warn(f"{where}: skipped, {exc}", AnnotationWarning, stacklevel=4)
+    warnings.warn(f"{where}: skipped, {exc}", AnnotationWarning, stacklevel=3)
 
 
 def _check_errors(errors: str, owner: str) -> None:

@@ -172,6 +172,30 @@ def rasterize(
            [1, 1, 1, 1],
            [1, 1, 1, 1]])
     """
+    return _rasterize(
+        annotations,
+        shape_or_raster,
+        downsample,
+        slide_dimensions=slide_dimensions,
+        classes=classes,
+        exclude=exclude,
+        mpp=mpp,
+        outside=outside,
+    )
+
+
+def _rasterize(
+    annotations: Iterable[Annotation],
+    shape_or_raster: tuple[int, int] | Raster,
+    downsample: float | None,
+    *,
+    slide_dimensions: tuple[int, int] | None,
+    classes: Iterable[str],
+    exclude: Iterable[str],
+    mpp: float | None,
+    outside: str,
+) -> Raster:
+    """:func:`rasterize`; its warnings point at the caller of whoever calls this."""
     check_choice(outside, "rasterize.outside", ("clip", "raise"))
     classes = {classes} if isinstance(classes, str) else set(classes)
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)
@@ -184,7 +208,7 @@ def rasterize(
             f"rasterize: no annotation{source} has the class(es) {missing}; the labels present "
             f"are {list(items.labels)}",
             AnnotationWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     width, height = dims
     try:
@@ -217,7 +241,7 @@ def rasterize(
             f"rasterize: {n_outside} annotation(s){source} reach outside the {width}x{height} "
             "slide; they were clipped to it",
             AnnotationWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     mask &= ~excluded
     return grid.with_array(mask)

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from cervixwsi._validate import check_fraction, check_positive_int
 from cervixwsi.errors import ParameterError
-from cervixwsi.geometry import resolve_level
+from cervixwsi.geometry import resolve_level, slide_mpp
 from cervixwsi.heatmap._heatmap import Heatmap, HeatmapInfo
 from cervixwsi.heatmap._plan import _check_predictions, _Plan, public_name
 from cervixwsi.heatmap._runstore import _RunStore
@@ -395,7 +395,7 @@ def _assemble(
     total, count = total[:rows, :cols], count[:rows, :cols]
     with np.errstate(invalid="ignore", divide="ignore"):
         array = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
-    mpp = None if slide.mpp is None else float(sum(slide.mpp) / 2)
+    mpp = slide_mpp(slide)
     return Heatmap(
         array,
         stride0,

@@ -37,7 +37,9 @@ are on`` (twice). Level 3 hides its INFO, WARNING and ERROR lines, and the
 load-time notes, which TensorFlow logs before it reads the level, are removed
 from what the import writes (see ``cervixwsi.models._tf``); errors still
 raise Python exceptions. To see the logs, set ``TF_CPP_MIN_LOG_LEVEL=0`` (or
-1, 2) before importing ``cervixwsi.models``.
+1, 2) before importing ``cervixwsi.models``: do so when setting up a GPU, since
+TensorFlow reports a CUDA or driver problem in such ERROR lines and then runs on
+the CPU.
 
 Examples
 --------
