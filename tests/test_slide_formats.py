@@ -1,20 +1,26 @@
 """Tests of format dispatch, the OpenSlide reader, mpp override and objective power.
 
-``Slide(path)`` picks the reader by content; OpenSlide's formats (Philips TIFF, NDPI:
-synthetic files written here, no package ships small real ones) read through
-:class:`OpenSlideSlide`, pixel-equal to OpenSlide; ``mpp=`` overrides or supplies µm/px.
+``Slide(path)`` picks the reader by content; OpenSlide's formats (Philips TIFF, NDPI,
+3DHistech MRXS: synthetic files written here, no package ships small real ones) read
+through :class:`OpenSlideSlide`, pixel-equal to OpenSlide; broken ones raise the project's
+errors naming the file; ``mpp=`` overrides or supplies µm/px.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
+import re
 import shutil
+import struct
+import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -309,6 +315,288 @@ def test_missing_openslide_names_the_extra(
     assert issubclass(MissingExtraError, SlideOpenError) and issubclass(
         MissingExtraError, CervixWSIError
     )
+
+
+# --- 3DHistech MRXS (synthetic: no package ships a small real one) ------------------------
+
+MRXS_TILE = 256  # DIGITIZER_WIDTH/HEIGHT: the size of every JPEG image, at every level
+MRXS_IMAGES = 4  # camera images per side at level 0: a 1024x1024 slide
+MRXS_LEVELS = 3  # downsamples 1, 2, 4
+MRXS_SLIDE_ID = "c0ffee00c0ffee00c0ffee00c0ffee00"
+
+
+def mrxs_source(size: int = MRXS_TILE * MRXS_IMAGES) -> npt.NDArray[np.uint8]:
+    """Smooth gradients, different at every position (a misplaced tile shows)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = np.stack([xx * 256 // size, yy * 256 // size, (xx + yy) * 128 // size], axis=-1)
+    return image.astype(np.uint8)
+
+
+def box_downsample(image: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8]:
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    blocks = image.reshape(h, factor, w, factor, 3).astype(np.float64)
+    out: npt.NDArray[np.uint8] = np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
+    return out
+
+
+def write_mrxs(path: Path) -> Path:
+    """A synthetic 3DHistech MRXS that OpenSlide opens: ``path`` plus the folder beside it.
+
+    Written from OpenSlide's description of the format (``openslide-vendor-mirax.c``):
+
+    - ``<name>.mrxs``: OpenSlide only checks that it exists (a marker, no INI);
+    - ``<name>/Slidedat.ini``: ``[GENERAL]`` (slide id, images per side, objective),
+      ``[HIERARCHICAL]`` with one hierarchy ``Slide zoom level`` whose values name one
+      section per level (``IMAGE_CONCAT_FACTOR`` 0 then 1: each level halves the last;
+      no overlap, no position buffer, so the images lie on a plain grid), ``[DATAFILE]``;
+    - ``<name>/Index.dat``: ``01.02``, the slide id, a pointer to the table of the
+      hierarchical records (one per level) and one to the (empty) non-hierarchical
+      table; each record is ``0, page``, a page ``count, next (0), count x (image
+      index, offset, length, file number)``, little-endian int32;
+    - ``<name>/Data0000.dat``: the JPEG images, 256x256 at every level (an image of
+      level k covers 2**k x 2**k camera images; index ``row * 4 + column`` of its first
+      one), the smallest level first, so that a cut file keeps the small levels.
+    """
+    folder = path.with_suffix("")
+    folder.mkdir()
+    path.write_bytes(b"synthetic 3DHistech MRXS for cervixwsi's tests\r\n")
+    source = mrxs_source()
+    data = bytearray()
+    records: list[tuple[int, bytes]] = []  # per level: image count, index entries
+    for level in reversed(range(MRXS_LEVELS)):
+        concat = 1 << level  # camera images per side in one image of this level
+        pixels = box_downsample(source, concat)
+        entries: list[bytes] = []
+        for row in range(0, MRXS_IMAGES, concat):
+            for col in range(0, MRXS_IMAGES, concat):
+                y, x = row * MRXS_TILE // concat, col * MRXS_TILE // concat
+                tile = np.ascontiguousarray(pixels[y : y + MRXS_TILE, x : x + MRXS_TILE])
+                blob = bytes(imagecodecs.jpeg_encode(tile, level=95))
+                entries.append(struct.pack("<4i", row * MRXS_IMAGES + col, len(data), len(blob), 0))
+                data += blob
+        records.insert(0, (len(entries), b"".join(entries)))
+    (folder / "Data0000.dat").write_bytes(bytes(data))
+
+    header = b"01.02" + MRXS_SLIDE_ID.encode("ascii")
+    table = len(header) + 8  # after the two root pointers
+    offset = table + 4 * MRXS_LEVELS
+    pointers, bodies = [], []
+    for count, entry_bytes in records:
+        pointers.append(offset)
+        body = struct.pack("<4i", 0, offset + 8, count, 0) + entry_bytes
+        bodies.append(body)
+        offset += len(body)
+    nonhier_table = offset  # NONHIER_COUNT = 0: an empty table, never read
+    index = header + struct.pack("<2i", table, nonhier_table)
+    index += struct.pack(f"<{MRXS_LEVELS}i", *pointers) + b"".join(bodies)
+    (folder / "Index.dat").write_bytes(index)
+
+    lines = [
+        "[GENERAL]",
+        "SLIDE_VERSION = 01.03",
+        f"SLIDE_ID = {MRXS_SLIDE_ID}",
+        f"IMAGENUMBER_X = {MRXS_IMAGES}",
+        f"IMAGENUMBER_Y = {MRXS_IMAGES}",
+        "OBJECTIVE_MAGNIFICATION = 20",
+        "CameraImageDivisionsPerSide = 1",
+        "[HIERARCHICAL]",
+        "HIER_COUNT = 1",
+        "NONHIER_COUNT = 0",
+        "INDEXFILE = Index.dat",
+        "HIER_0_NAME = Slide zoom level",
+        f"HIER_0_COUNT = {MRXS_LEVELS}",
+        *(f"HIER_0_VAL_{k}_SECTION = LAYER_0_LEVEL_{k}_SECTION" for k in range(MRXS_LEVELS)),
+        "[DATAFILE]",
+        "FILE_COUNT = 1",
+        "FILE_0 = Data0000.dat",
+    ]
+    for k in range(MRXS_LEVELS):
+        lines += [
+            f"[LAYER_0_LEVEL_{k}_SECTION]",
+            f"IMAGE_CONCAT_FACTOR = {min(k, 1)}",
+            "OVERLAP_X = 0",
+            "OVERLAP_Y = 0",
+            f"MICROMETER_PER_PIXEL_X = {0.25 * 2**k}",
+            f"MICROMETER_PER_PIXEL_Y = {0.25 * 2**k}",
+            "IMAGE_FILL_COLOR_BGR = 16777215",
+            f"DIGITIZER_WIDTH = {MRXS_TILE}",
+            f"DIGITIZER_HEIGHT = {MRXS_TILE}",
+            "IMAGE_FORMAT = JPEG",
+        ]
+    (folder / "Slidedat.ini").write_bytes(("\r\n".join(lines) + "\r\n").encode("ascii"))
+    return path
+
+
+def copy_mrxs(path: Path, target: Path) -> Path:
+    """``path`` and its data folder copied to ``target`` (a ``.mrxs`` path)."""
+    shutil.copy(path, target)
+    shutil.copytree(path.with_suffix(""), target.with_suffix(""))
+    return target
+
+
+@pytest.fixture(scope="module")
+def mrxs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mrxs(tmp_path_factory.mktemp("mrxs") / "scan.mrxs")
+
+
+def test_mrxs_reads_through_openslide_pixel_for_pixel(
+    mrxs: Path, rng: np.random.Generator, openslide: Any
+) -> None:
+    assert openslide.OpenSlide.detect_format(str(mrxs)) == "mirax"
+    assert detect_format(mrxs) == Format("openslide", "3DHistech MRXS")
+    with Slide(mrxs) as slide, openslide.OpenSlide(str(mrxs)) as osr:
+        assert slide.backend == "openslide" and isinstance(slide, OpenSlideSlide)
+        assert (
+            slide.level_dimensions == osr.level_dimensions == ((1024, 1024), (512, 512), (256, 256))
+        )
+        assert slide.level_downsamples == osr.level_downsamples == (1.0, 2.0, 4.0)
+        assert slide.mpp == (0.25, 0.25) and slide.objective_power == 20.0
+        assert slide.properties["openslide.vendor"] == "mirax"
+        assert slide.properties["mirax.GENERAL.SLIDE_ID"] == MRXS_SLIDE_ID
+        width, height = slide.dimensions
+        source = mrxs_source()
+        for level in range(slide.level_count):
+            for x, y, w, h in random_boxes(rng, width, height, 12):
+                np.testing.assert_array_equal(
+                    slide.read_region((x, y), level, (w, h)),
+                    openslide_rgb(osr, (x, y), level, (w, h)),
+                )
+            # every image in its place at every level (JPEG: nearly equal to the source)
+            expected = box_downsample(source, 2**level)
+            error = np.abs(slide.read_level(level).astype(int) - expected)
+            assert error.mean() < 1.5 and error.max() < 40, (level, error.mean(), error.max())
+        clone = pickle.loads(pickle.dumps(slide))
+        np.testing.assert_array_equal(
+            clone.read_region((700, 300), 1, (50, 40)), slide.read_region((700, 300), 1, (50, 40))
+        )
+        clone.close()
+
+
+# Opens and reads broken slides in a child process, so that a crash inside OpenSlide
+# fails the test instead of killing pytest, and a hang meets the timeout.
+_PROBE = """
+import json, sys
+from cervixwsi.errors import CervixWSIError
+from cervixwsi.slide import Slide
+
+results = []
+for path, boxes in json.loads(sys.argv[1]):
+    outcome = []
+    try:
+        slide = Slide(path)
+    except Exception as exc:
+        outcome.append(["open", type(exc).__name__, isinstance(exc, CervixWSIError), str(exc)])
+    else:
+        outcome.append(["open", "ok", True, ""])
+        for level, x, y, w, h in boxes:
+            try:
+                slide.read_region((x, y), level, (w, h))
+            except Exception as exc:
+                error = [type(exc).__name__, isinstance(exc, CervixWSIError), str(exc)]
+                outcome.append(["read", *error])
+            else:
+                outcome.append(["read", "ok", True, ""])
+        slide.close()
+    results.append(outcome)
+print(json.dumps(results))
+"""
+
+
+def probe(cases: list[tuple[Path, list[tuple[int, int, int, int, int]]]]) -> list[Any]:
+    """Open each slide and read its boxes ``(level, x, y, w, h)`` in a child process."""
+    argument = json.dumps([[str(path), boxes] for path, boxes in cases])
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, argument],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # no crash
+    results: list[Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
+def test_truncated_mrxs_data_file_raises_the_projects_errors(
+    mrxs: Path, tmp_path: Path, openslide: Any
+) -> None:
+    """A cut ``Data0000.dat``: an error naming the slide and OpenSlide's reason, no crash."""
+    data = (mrxs.with_suffix("") / "Data0000.dat").read_bytes()
+    cuts = {"half": len(data) // 2, "end": len(data) - 1000, "tiny": 1000}
+    paths = {}
+    for name, size in cuts.items():
+        paths[name] = copy_mrxs(mrxs, tmp_path / f"{name}.mrxs")
+        (paths[name].with_suffix("") / "Data0000.dat").write_bytes(data[:size])
+    small_levels = [(2, 0, 0, 256, 256), (1, 0, 0, 512, 512)]  # before the cut
+    last_image = (0, 768, 768, 256, 256)  # level 0's last image: past the cut, or cut inside
+    half, end, (tiny_open,) = probe(
+        [
+            (paths["half"], [*small_levels, (0, 0, 0, 64, 64), last_image, (2, 0, 0, 8, 8)]),
+            (paths["end"], [*small_levels, last_image]),
+            (paths["tiny"], []),
+        ]
+    )
+    ok = ["read", "ok", True, ""]
+    # The small levels (written first) and level 0's first images read; the image past
+    # the cut (or cut inside) fails on its first read, and later reads say so.
+    for name, outcome, reason in [
+        ("half", half, "Empty input file"),
+        ("end", end, "Premature end of JPEG file"),
+    ]:
+        assert outcome[0] == ["open", "ok", True, ""], (name, outcome)
+        failed = outcome.index(next(r for r in outcome if r[1] != "ok"))
+        assert outcome[1:failed] == [ok] * (failed - 1), (name, outcome)
+        kind, is_ours, message = outcome[failed][1:]
+        assert kind == "SlideReadError" and is_ours, (name, outcome)
+        assert message.startswith(f"{paths[name]}: the region at (768, 768), level 0"), message
+        assert f"OpenSlideError: {reason}" in message, message
+    assert len(half) == 6 and half[5][1] == "SlideReadError" and "failed earlier" in half[5][3]
+    # Cut inside the smallest level: OpenSlide reads it when it opens the slide.
+    kind, is_ours, message = tiny_open[1:]
+    assert kind == "SlideOpenError" and is_ours, tiny_open
+    assert message.startswith(f"{paths['tiny']}: OpenSlide cannot open it"), message
+    assert "Data0000.dat" in message and "Short read" in message
+    # What survives the cut is still OpenSlide's pixels of the intact slide.
+    with Slide(paths["half"]) as cut, Slide(mrxs) as whole:
+        for level in (1, 2):
+            np.testing.assert_array_equal(cut.read_level(level), whole.read_level(level))
+        box = ((0, 0), 0, (64, 64))
+        np.testing.assert_array_equal(cut.read_region(*box), whole.read_region(*box))
+
+
+def test_broken_mrxs_folders_raise_errors_naming_what_is_missing(
+    mrxs: Path, tmp_path: Path, openslide: Any
+) -> None:
+    """A missing or cut Index.dat, a missing data file or folder: SlideOpenError, no crash."""
+    no_index = copy_mrxs(mrxs, tmp_path / "no_index.mrxs")
+    (no_index.with_suffix("") / "Index.dat").unlink()
+    cut_index = copy_mrxs(mrxs, tmp_path / "cut_index.mrxs")
+    index = (mrxs.with_suffix("") / "Index.dat").read_bytes()
+    (cut_index.with_suffix("") / "Index.dat").write_bytes(index[: len(index) // 2])
+    no_data = copy_mrxs(mrxs, tmp_path / "no_data.mrxs")
+    (no_data.with_suffix("") / "Data0000.dat").unlink()
+    no_folder = tmp_path / "no_folder.mrxs"
+    shutil.copy(mrxs, no_folder)
+    no_slidedat = copy_mrxs(mrxs, tmp_path / "no_slidedat.mrxs")
+    (no_slidedat.with_suffix("") / "Slidedat.ini").unlink()
+    upper = tmp_path / "upper.MRXS"
+    shutil.copy(mrxs, upper)
+    shutil.copytree(mrxs.with_suffix(""), tmp_path / "upper")
+    cases = [no_index, cut_index, no_data, no_folder, no_slidedat, upper]
+    expected = {
+        no_index: r"Couldn't open \S*no_index[/\\]Index\.dat",
+        cut_index: r"OpenSlideError: ",
+        no_data: r"Couldn't open \S*no_data[/\\]Data0000\.dat",
+        no_folder: r"its data folder \S*no_folder \(Slidedat\.ini, .*\) is missing",
+        no_slidedat: r"its data folder \S*no_slidedat has no Slidedat\.ini",
+        upper: r"only with the lowercase extension, not '\.MRXS'",
+    }
+    for path, ((_, kind, is_ours, message),) in zip(
+        cases, probe([(p, []) for p in cases]), strict=True
+    ):
+        assert kind == "SlideOpenError" and is_ours, (path.name, kind, message)
+        assert message.startswith(f"{path}: OpenSlide cannot open it"), message
+        assert re.search(expected[path], message), message
 
 
 # --- mpp and objective power --------------------------------------------------------------

@@ -395,6 +395,151 @@ def test_sampler_bad_input() -> None:
             PatchSampler(**bad).sample(dims, tissue)
 
 
+def test_sampler_bad_mpp_and_level_with_mpp() -> None:
+    dims = (512, 512)
+    tissue, _ = square_masks(dims, 16.0, None)
+    image = textured((512, 512))
+    slide = ArraySlide([image, image[::2, ::2].copy()], mpp=0.25, name="s")
+    for bad in (0.0, -0.5, float("nan"), "0.5"):
+        with pytest.raises(ParameterError, match=r"PatchSampler\.mpp"):
+            PatchSampler(mpp=bad).sample(slide, tissue)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"PatchSampler\(mpp=0\.5\) needs the slide"):
+        PatchSampler(mpp=0.5).sample(dims, tissue)
+    with pytest.raises(LevelError, match="records no µm per pixel"):
+        PatchSampler(mpp=0.5).sample(ArraySlide(image), tissue)
+    # As for PatchGrid, mpp decides and level is ignored.
+    both = PatchSampler(n_normal_normal_slide=20, patch_size=32, level=1, mpp=0.3, seed=1)
+    alone = PatchSampler(n_normal_normal_slide=20, patch_size=32, mpp=0.3, seed=1)
+    a, b = both.sample(slide, tissue), alone.sample(slide, tissue)
+    assert a.level == b.level == 0 and a.downsample == b.downsample == pytest.approx(1.2)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert PatchGrid(32, level=1, mpp=0.3, min_tissue=0).coords(slide).level == a.level
+    assert alone.params()["mpp"] == 0.3 and PatchSampler().params()["mpp"] is None
+
+
+# --- slides scanned at different resolutions ------------------------------------------
+
+SCAN_MPPS = {"scan-40x": 0.25, "scan-20x": 0.5}  # µm/px at level 0
+FIELD = 256.0  # µm: both slides show the same field
+
+
+def scanned_slides(fail_after: int | None = None) -> tuple[list[CountingSlide], list[Any]]:
+    """Two slides of the same physical size scanned at 0.25 and 0.5 µm/px (levels 1, 2, 4)."""
+    slides, tumors = [], []
+    for i, (name, mpp) in enumerate(SCAN_MPPS.items()):
+        side = round(FIELD / mpp)
+        base = textured((side, side), seed=10 + i)
+        levels = [
+            cv2.resize(base, (side >> k, side >> k), interpolation=cv2.INTER_AREA) for k in range(3)
+        ]
+        slides.append(CountingSlide(levels, mpp=mpp, name=name, fail_after=fail_after))
+        d = 4.0 / mpp  # mask pixels of 4 µm
+        shape = (math.ceil(side / d),) * 2
+        tumor = np.zeros(shape, bool)
+        tumor[shape[0] // 3 : shape[0] // 2, shape[1] // 3 : 2 * shape[1] // 3] = True
+        tumors.append(TissueMask(tumor, d, (side, side), mpp=mpp) if i == 0 else None)
+    return slides, tumors
+
+
+def scanned_tissue(slides: list[CountingSlide]) -> list[TissueMask]:
+    out = []
+    for s in slides:
+        mpp = SCAN_MPPS[s.name]
+        d = 4.0 / mpp  # mask pixels of 4 µm
+        side = s.dimensions[0]
+        out.append(ellipse_mask((math.ceil(side / d),) * 2, d, s.dimensions, mpp=mpp))
+    return out
+
+
+def read_by_hand(slide: ArraySlide, x: int, y: int, level: int, size: int, ds: float) -> Any:
+    """The patch at level-0 ``(x, y)``: ``size * ds`` level-0 px read at ``level``, resized."""
+    d = float(slide.level_downsamples[level])
+    read = max(1, round(size * ds / d))
+    image = slide.read_level(level)
+    col, row = math.floor(x / d + 0.5), math.floor(y / d + 0.5)
+    padded = np.pad(image, ((0, read), (0, read), (0, 0)), constant_values=255)
+    pixels = padded[row : row + read, col : col + read]
+    if read == size:
+        return pixels
+    return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def test_sampler_at_an_mpp_covers_the_same_field_on_every_scanner() -> None:
+    from cervixwsi.geometry import resolve_level
+
+    slides, tumors = scanned_slides()
+    sampler = PatchSampler(n_tumor=12, n_normal=8, n_normal_normal_slide=10, patch_size=32, mpp=0.5)
+    levels = []
+    for slide, tissue, tumor in zip(slides, scanned_tissue(slides), tumors, strict=True):
+        coords = sampler.sample(slide, tissue, tumor, seed=3)
+        assert len(coords) == (20 if tumor is not None else 10)
+        assert coords.level == resolve_level(slide, mpp=0.5)
+        levels.append(coords.level)
+        # Every patch covers 32 px * 0.5 µm = 16 µm, whatever the scan resolution.
+        assert coords.extent * SCAN_MPPS[slide.name] == pytest.approx(32 * 0.5)
+        assert coords.downsample == pytest.approx(0.5 / SCAN_MPPS[slide.name])
+        assert (coords.x + coords.extent <= slide.dimensions[0]).all()
+        for k in range(len(coords)):
+            x, y = int(coords.x[k]), int(coords.y[k])
+            expected = read_by_hand(slide, x, y, coords.level, 32, coords.downsample)
+            np.testing.assert_array_equal(read_patch(slide, coords, k), expected)
+    assert levels == [1, 0]  # the 0.25 µm/px scan is read at its level 1, the other at 0
+
+
+def build_scanned(
+    path: Path, slides: list[CountingSlide], tumors: list[Any], mpp: float, **kw: Any
+) -> PatchStore:
+    sampler = PatchSampler(n_tumor=12, n_normal=8, n_normal_normal_slide=10, patch_size=32, mpp=mpp)
+    return PatchStore.build(
+        path,
+        slides,
+        sampler,
+        tumor_masks=tumors,
+        tissue_masks=scanned_tissue(slides),
+        seed=4,
+        workers=2,
+        chunk_patches=4,
+        progress=False,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mpp", "levels", "downsamples"),
+    [(0.5, [1, 0], [2.0, 1.0]), (0.75, [1, 0], [3.0, 1.5])],  # 0.75: read 48 px, resized
+)
+def test_store_of_slides_scanned_at_different_resolutions(
+    tmp_path: Path, mpp: float, levels: list[int], downsamples: list[float]
+) -> None:
+    import zarr
+
+    slides, tumors = scanned_slides()
+    reference = build_scanned(tmp_path / "ref.zarr", slides, tumors, mpp)
+    assert len(reference) == 30 and reference.is_complete and reference.sampler.mpp == mpp
+    attrs = dict(zarr.open_group(str(tmp_path / "ref.zarr"), mode="r").attrs)
+    assert attrs["levels"] == levels and attrs["level"] is None
+    assert attrs["downsamples"] == pytest.approx(downsamples)
+    everything = reference.read(np.arange(len(reference)))
+    for i, s in enumerate(reference.slide_index):
+        x, y = int(reference.x[i]), int(reference.y[i])
+        expected = read_by_hand(slides[s], x, y, levels[s], 32, downsamples[s])
+        np.testing.assert_array_equal(everything[i], expected)
+    # Interrupted and resumed: the same patches, only the missing ones read again.
+    path = tmp_path / "s.zarr"
+    with pytest.raises(OSError, match="simulated"):
+        build_scanned(path, *scanned_slides(fail_after=9), mpp)
+    partial = PatchStore(path)
+    assert not partial.is_complete
+    again, tumors = scanned_slides()
+    resumed = build_scanned(path, again, tumors, mpp)
+    assert resumed.is_complete
+    np.testing.assert_array_equal(resumed.read(np.arange(30)), everything)
+    assert sum(s.reads for s in again) == len(partial) - int(partial.extracted.sum())
+    # Another resolution is another dataset.
+    with pytest.raises(StoreMismatchError, match=rf"sampler \(mpp: {mpp} -> 1\.0\)"):
+        build_scanned(path, *scanned_slides(), 1.0)
+
+
 # --- the patch store ------------------------------------------------------------------
 
 
@@ -611,6 +756,41 @@ def test_a_version_1_store_is_read_and_resumed(tmp_path: Path) -> None:
         build(path, *two_slides())
 
 
+def test_a_store_made_before_mpp_and_levels_is_read_and_resumed(tmp_path: Path) -> None:
+    """A format-2 store of the layout before ``mpp``: one ``level``, no ``levels``, and a
+    sampler recorded without ``mpp``."""
+    import zarr
+
+    reference = build(tmp_path / "ref.zarr", *two_slides())
+    path = tmp_path / "s.zarr"
+    with pytest.raises(OSError, match="simulated"):
+        build(path, *two_slides(fail_after=7))
+    group = zarr.open_group(str(path), mode="r+")
+    attrs = dict(group.attrs)
+    assert attrs["levels"] == [0, 0] and attrs["level"] == 0
+    del attrs["levels"]
+    del attrs["identity"]["sampler"]["mpp"]
+    group.attrs.put(attrs)
+    old = PatchStore(path)
+    assert not old.is_complete and old.sampler == SAMPLER
+    resumed = build(path, *two_slides())
+    assert resumed.is_complete
+    np.testing.assert_array_equal(resumed.read(np.arange(45)), reference.read(np.arange(45)))
+    # The missing mpp counts as None: a sampler at a resolution is another sampler.
+    at_mpp = PatchSampler(n_tumor=20, n_normal=10, n_normal_normal_slide=15, patch_size=32, mpp=0.5)
+    slides, tumors = two_slides()
+    with pytest.raises(StoreMismatchError, match=r"sampler \(mpp: None -> 0\.5\)"):
+        PatchStore.build(
+            path,
+            slides,
+            at_mpp,
+            tumor_masks=tumors,
+            tissue_masks=tissue_of(slides),
+            seed=11,
+            progress=False,
+        )
+
+
 def test_building_with_other_parameters_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     build(path, *two_slides())
@@ -815,3 +995,23 @@ def test_opening_missing_empty_or_corrupt_stores_fails_clearly(tmp_path: Path) -
         PatchStore(store.path)
     with pytest.raises(PatchStoreError, match="index out of range"):
         build(tmp_path / "t.zarr", *two_slides()).read([45])
+
+
+def test_a_store_built_with_numpy_integer_settings_is_the_same_store(tmp_path: Path) -> None:
+    # NumPy integers are integers everywhere; the store must record them as plain numbers.
+    image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    slide = ArraySlide(image, mpp=0.5, name="s")
+    tissue = TissueMask(np.ones((8, 8), bool), 64, (512, 512))
+
+    def sampler(kind: Any) -> PatchSampler:
+        return PatchSampler(
+            n_normal_normal_slide=kind(6), patch_size=kind(64), level=kind(0), seed=kind(3)
+        )
+
+    path = tmp_path / "s.zarr"
+    built = PatchStore.build(
+        path, [slide], sampler(np.int64), tissue_masks=[tissue], progress=False
+    )
+    assert len(built) == 6 and built.patch_size == 64 and built.is_complete
+    again = PatchStore.build(path, [slide], sampler(int), tissue_masks=[tissue], progress=False)
+    np.testing.assert_array_equal(again.read(np.arange(6)), built.read(np.arange(6)))

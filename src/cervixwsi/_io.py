@@ -22,13 +22,21 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_sibling"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "temporary_sibling",
+]
 
 
 def temporary_sibling(path: str | os.PathLike[str]) -> Path:
@@ -90,3 +98,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write ``rows`` (the header first) as a UTF-8 CSV file, atomically.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = pathlib.Path(d) / "t.csv"
+    ...     atomic_write_csv(path, [["slide_id", "auc"], ["s1", 0.5]])
+    ...     path.read_text().splitlines()
+    ['slide_id,auc', 's1,0.5']
+    """
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    atomic_write_text(path, text.getvalue())

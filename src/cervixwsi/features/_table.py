@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi._io import atomic_write_text
+from cervixwsi._io import atomic_write_csv
 from cervixwsi.errors import FeatureError, ResultFileError
 from cervixwsi.features._units import FloatArray, unit_of
 
@@ -164,12 +163,14 @@ class FeatureTable:
         the same numbers.
         """
         path = Path(path)
-        text = io.StringIO(newline="")
-        writer = csv.writer(text)
-        writer.writerow(["slide_id", *self.names])
-        for sid, row in zip(self.slide_ids, self.values, strict=True):
-            writer.writerow([sid, *(repr(float(v)) for v in row)])
-        atomic_write_text(path, text.getvalue())
+        rows = zip(self.slide_ids, self.values, strict=True)
+        atomic_write_csv(
+            path,
+            [
+                ["slide_id", *self.names],
+                *([sid, *(repr(float(v)) for v in row)] for sid, row in rows),
+            ],
+        )
         return path
 
     @classmethod

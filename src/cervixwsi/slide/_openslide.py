@@ -94,6 +94,38 @@ class _AssociatedImages(Mapping[str, RGBImage]):
         return f"<associated images {list(self._names)}>"
 
 
+def _mrxs_problem(path: Path) -> str:
+    """What OpenSlide's "unsupported" means for an MRXS slide, or ``""``.
+
+    OpenSlide recognises MRXS only by the lowercase ``.mrxs`` extension and a
+    ``Slidedat.ini`` in the folder of the same name beside it, and reports a missing
+    folder as an unsupported file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "scan.mrxs"
+    ...     _ = path.write_bytes(b"marker")
+    ...     print(_mrxs_problem(path).replace(tmp, "TMP"))
+    ; its data folder TMP/scan (Slidedat.ini, Index.dat, Data*.dat) is missing: ...
+    """
+    suffix = path.suffix
+    if suffix.lower() != ".mrxs":
+        return ""
+    if suffix != ".mrxs":
+        return f"; OpenSlide reads MRXS only with the lowercase extension, not {suffix!r}"
+    folder = path.with_suffix("")
+    if not folder.is_dir():
+        return (
+            f"; its data folder {folder} (Slidedat.ini, Index.dat, Data*.dat) is missing: "
+            "an MRXS slide is the .mrxs file and that folder beside it"
+        )
+    if not (folder / "Slidedat.ini").is_file():
+        return f"; its data folder {folder} has no Slidedat.ini"
+    return ""
+
+
 def _positive(text: str | None) -> float | None:
     try:
         value = float(text) if text is not None else math.nan
@@ -167,6 +199,7 @@ class OpenSlideSlide(Slide):
         except Exception as exc:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
             raise SlideOpenError(
                 f"{target}: OpenSlide cannot open it ({type(exc).__name__}: {exc})"
+                f"{_mrxs_problem(target)}"
             ) from exc
         self._osr = osr
         self._error: str | None = None

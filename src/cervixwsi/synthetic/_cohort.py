@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 import multiprocessing
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cervixwsi._io import atomic_write_text
+from cervixwsi._io import atomic_write_csv
 from cervixwsi._validate import check_fraction, check_int, check_positive_int
 from cervixwsi.errors import ParameterError
 from cervixwsi.synthetic._spec import SyntheticSlideSpec
@@ -342,21 +341,23 @@ def make_cohort(
         for slide_id, label, split_name, spec in jobs
     )
     manifest = root / "manifest.csv"
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(MANIFEST_COLUMNS)
-    for r in rows:
-        writer.writerow(
-            [
-                r.slide_id,
-                r.path.relative_to(root).as_posix(),
-                r.label,
-                r.split,
-                r.annotation_path.relative_to(root).as_posix(),
-                r.n_lesions,
-                r.seed,
-            ]
-        )
-    atomic_write_text(manifest, text.getvalue())
+    atomic_write_csv(
+        manifest,
+        [
+            MANIFEST_COLUMNS,
+            *(
+                [
+                    r.slide_id,
+                    r.path.relative_to(root).as_posix(),
+                    r.label,
+                    r.split,
+                    r.annotation_path.relative_to(root).as_posix(),
+                    r.n_lesions,
+                    r.seed,
+                ]
+                for r in rows
+            ),
+        ],
+    )
     logger.info("wrote a cohort of %d slides to %s", len(rows), root)
     return Cohort(directory=root, manifest_path=manifest, rows=rows)

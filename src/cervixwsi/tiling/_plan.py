@@ -8,19 +8,28 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cervixwsi._store import jsonable, same_json
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import Raster
 from cervixwsi.tiling._sampler import PatchSampler
 from cervixwsi.tissue import SlideLike, TissueMask, TissueMasker
 
-__all__ = ["Source", "as_source", "describers", "plan_identity", "write_plan"]
+__all__ = [
+    "Source",
+    "as_source",
+    "describers",
+    "plan_identity",
+    "same_sampler",
+    "slide_levels",
+    "write_plan",
+]
 
 logger = logging.getLogger("cervixwsi.tiling")
 
@@ -118,6 +127,7 @@ def write_plan(
     """Sample every slide's patches and lay out a new store's arrays in ``group``."""
     children = np.random.SeedSequence(seed).spawn(len(sources))
     xs, ys, labels, tissue, index = [], [], [], [], []
+    levels: list[int] = []
     downsamples: list[float] = []
     for i, source in enumerate(sources):
         mask = tissue_masks[i] if tissue_masks is not None else masker.mask(source.slide)
@@ -138,6 +148,7 @@ def write_plan(
         labels.append(coords.labels)
         tissue.append(coords.tissue)
         index.append(np.full(len(coords), i, np.int32))
+        levels.append(coords.level)
         downsamples.append(coords.downsample)
     n = int(sum(len(v) for v in xs))
     size = sampler.patch_size
@@ -167,7 +178,59 @@ def write_plan(
     )
     if n_chunks:
         done[:] = np.zeros(n_chunks, bool)
-    group.attrs.update({"patch_size": size, "level": sampler.level, "downsamples": downsamples})
+    # With ``mpp`` each slide may be read at its own level; ``level`` (all a store had
+    # before ``levels``) is kept for readers of that layout: the slides' common level,
+    # or null when they differ.
+    common = set(levels) if levels else {sampler.level if sampler.mpp is None else None}
+    group.attrs.update(
+        jsonable(  # the sampler accepts NumPy integers; JSON takes Python numbers only
+            {
+                "patch_size": size,
+                "level": common.pop() if len(common) == 1 else None,
+                "levels": levels,
+                "downsamples": downsamples,
+            }
+        )
+    )
+
+
+def slide_levels(attrs: Mapping[str, Any]) -> list[int]:
+    """Each slide's level from a store's attributes, ``levels`` or (older stores) ``level``.
+
+    Examples
+    --------
+    >>> slide_levels({"level": None, "levels": [0, 1], "downsamples": [2.0, 2.0]})
+    [0, 1]
+    >>> slide_levels({"level": 1, "downsamples": [2.0, 2.0, 2.0]})  # before "levels"
+    [1, 1, 1]
+    """
+    levels = attrs.get("levels")
+    if levels is None:
+        return [int(attrs["level"])] * len(attrs["downsamples"])
+    return [int(level) for level in levels]
+
+
+# Sampler parameters added since stores were first made, with the value that stores
+# recorded before them meant: an older store's sampler lacks the key.
+_ADDED_SAMPLER_PARAMS: dict[str, Any] = {"mpp": None}
+
+
+def same_sampler(old: Any, new: Any) -> bool:
+    """Whether two recorded sampler parameters are the same sampler.
+
+    A parameter added since a store was made (``mpp``) counts as its value then
+    (``None``), so a store made before it resumes with a sampler that leaves it unset.
+
+    Examples
+    --------
+    >>> same_sampler({"level": 0}, {"level": 0, "mpp": None})
+    True
+    >>> same_sampler({"level": 0}, {"level": 0, "mpp": 0.5})
+    False
+    """
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return same_json(old, new)
+    return same_json({**_ADDED_SAMPLER_PARAMS, **old}, {**_ADDED_SAMPLER_PARAMS, **new})
 
 
 def describers(names: list[str]) -> dict[str, Callable[[Any, Any], str]]:

@@ -105,6 +105,13 @@ class PatchSampler:
         Candidate budget per asked patch, default 200.
     seed : int, optional
         Default seed of :meth:`sample`.
+    mpp : float, optional
+        Patches at this resolution (µm/px) instead of at ``level`` (which is then
+        ignored, as by :class:`~cervixwsi.tiling.PatchGrid`): read from the coarsest
+        level at least as fine and resampled to ``patch_size``, so every patch covers
+        ``patch_size * mpp`` µm whatever the slide's scan resolution (the level is
+        chosen by :func:`cervixwsi.geometry.resolve_resolution`; the slide's µm/px
+        is its coarser axis).  Default ``None``: patches at ``level``.
 
     Examples
     --------
@@ -119,6 +126,16 @@ class PatchSampler:
     array([10, 20])
     >>> bool(tumor.values_at(*coords[coords.labels == 1].centers()).all())
     True
+
+    At a resolution: a slide scanned at 0.25 µm/px is read at its level 1 for
+    0.5 µm/px patches, each covering ``256 * 2`` level-0 pixels.
+
+    >>> from cervixwsi.slide import ArraySlide
+    >>> rgb = np.zeros((2560, 2560, 3), np.uint8)
+    >>> slide = ArraySlide([rgb, rgb[::2, ::2], rgb[::4, ::4]], mpp=0.25)
+    >>> coords = PatchSampler(n_normal_normal_slide=5, mpp=0.5, seed=0).sample(slide, tissue)
+    >>> coords.level, coords.downsample, coords.extent
+    (1, 2.0, 512.0)
     """
 
     n_tumor: int = 1000
@@ -133,6 +150,7 @@ class PatchSampler:
     on_shortfall: Literal["warn", "raise"] = "warn"
     max_draws_per_patch: int = 200
     seed: int | None = None
+    mpp: float | None = None
 
     def _validate(self) -> None:
         for name in ("n_tumor", "n_normal", "n_normal_normal_slide"):
@@ -145,6 +163,8 @@ class PatchSampler:
         check_fraction(self.min_tumor_fraction, "PatchSampler.min_tumor_fraction")
         check_fraction(self.min_tissue, "PatchSampler.min_tissue")
         check_real(self.normal_margin_um, "PatchSampler.normal_margin_um", min=0)
+        if self.mpp is not None:
+            check_real(self.mpp, "PatchSampler.mpp", min=0, min_open=True)
 
     def params(self) -> dict[str, Any]:
         """The parameters as JSON-compatible values (recorded by :class:`PatchStore`)."""
@@ -164,7 +184,8 @@ class PatchSampler:
         Parameters
         ----------
         slide : SlideLike or tuple of int
-            The slide, or its level-0 ``(width, height)`` (then ``level`` must be 0).
+            The slide, or its level-0 ``(width, height)`` (then ``level`` must be 0
+            and ``mpp`` ``None``).
         tissue_mask : Raster
             Its tissue mask (boolean raster over the slide).
         tumor_mask : Raster, optional
@@ -184,7 +205,8 @@ class PatchSampler:
         GeometryError
             If a mask belongs to a slide of other dimensions.
         LevelError
-            If the slide lacks ``level``.
+            If the slide lacks ``level``, or ``mpp`` is asked of a slide that records
+            no resolution (see :func:`cervixwsi.geometry.resolve_resolution`).
         SamplingError
             On a shortfall with ``on_shortfall="raise"``, or if the patch is
             larger than the slide.
@@ -193,15 +215,19 @@ class PatchSampler:
         if isinstance(slide, tuple):
             dims = (int(slide[0]), int(slide[1]))
             name = "slide"
-            if self.level != 0:
+            if self.mpp is not None or self.level != 0:
+                asked = f"mpp={self.mpp}" if self.mpp is not None else f"level={self.level}"
                 raise ParameterError(
-                    f"PatchSampler(level={self.level}) needs the slide itself, not its dimensions"
+                    f"PatchSampler({asked}) needs the slide itself, not its dimensions"
                 )
-            downsample = 1.0
+            level, downsample = 0, 1.0
         else:
             dims = (int(slide.dimensions[0]), int(slide.dimensions[1]))
             name = slide.name
-            downsample = resolve_resolution(slide, self.level, owner="PatchSampler").downsample
+            resolution = resolve_resolution(
+                slide, None if self.mpp is not None else self.level, self.mpp, owner="PatchSampler"
+            )
+            level, downsample = resolution.level, resolution.downsample
         tissue = check_mask(tissue_mask, dims, "tissue mask")
         tumor = check_mask(tumor_mask, dims, "tumor mask")
         assert tissue is not None
@@ -234,7 +260,7 @@ class PatchSampler:
         return PatchCoords(
             xs,
             ys,
-            level=self.level,
+            level=level,
             size=self.patch_size,
             downsample=downsample,
             slide_dimensions=dims,

@@ -24,7 +24,15 @@ from cervixwsi._validate import check_positive_int
 from cervixwsi.errors import ParameterError, PatchStoreError
 from cervixwsi.geometry import Raster
 from cervixwsi.tiling._coords import IntArray, PatchCoords, read_patch
-from cervixwsi.tiling._plan import Source, as_source, describers, plan_identity, write_plan
+from cervixwsi.tiling._plan import (
+    Source,
+    as_source,
+    describers,
+    plan_identity,
+    same_sampler,
+    slide_levels,
+    write_plan,
+)
 from cervixwsi.tiling._sampler import PatchSampler
 from cervixwsi.tissue import TissueMasker
 
@@ -67,7 +75,11 @@ class PatchStore:
     int32, ``tissue`` float32, ``done`` (one flag per chunk of ``patches``),
     and attributes: ``format`` (``"cervixwsi.PatchStore"``), ``format_version``
     (2; stores of version 1 are read too), ``cervixwsi_version``, ``complete``,
-    ``patch_size``, ``level``, ``downsamples`` (one per slide) and ``identity``:
+    ``patch_size``, ``levels`` and ``downsamples`` (the level each slide's patches
+    are read from and its level-0 pixels per patch pixel: with the sampler's ``mpp``
+    they differ between slides scanned at different resolutions), ``level`` (the
+    slides' common level, null when they differ; stores made before ``levels``
+    record only this), and ``identity``:
     what the plan was drawn from, which a rerun of :meth:`build` must match: the
     slides (name, path, dimensions), the sampler's parameters and seed, a digest
     of each slide's tumor and tissue mask, and the tissue masker's parameters
@@ -388,7 +400,11 @@ class PatchStore:
             write_plan(group, sources, sampler, tissue_masks, masker, seed, chunk_patches, compress)
 
         _FORMAT.create_or_resume(
-            path, identity, initialize, describe=describers([s.name for s in sources])
+            path,
+            identity,
+            initialize,
+            describe=describers([s.name for s in sources]),
+            compare={"sampler": same_sampler},
         )
         return cls(path)
 
@@ -401,7 +417,7 @@ class PatchStore:
         n = len(self)
         xs, ys, index = self.x, self.y, self.slide_index
         size = self.patch_size
-        level = int(self._attrs["level"])
+        levels = slide_levels(self._attrs)
         downsamples = self._attrs["downsamples"]
         todo = np.flatnonzero(~done)
         if not len(todo):
@@ -418,7 +434,7 @@ class PatchStore:
                 coords = PatchCoords(
                     xs[i : i + 1],
                     ys[i : i + 1],
-                    level=level,
+                    level=levels[s],
                     size=size,
                     downsample=downsamples[s],
                     slide_dimensions=sources[s].slide.dimensions,
