@@ -6,10 +6,17 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cervixwsi._io import atomic_path, atomic_write_bytes, atomic_write_text, temporary_sibling
+from cervixwsi._io import (
+    atomic_path,
+    atomic_replace,
+    atomic_write_bytes,
+    atomic_write_text,
+    temporary_sibling,
+)
 
 
 @pytest.fixture
@@ -82,3 +89,52 @@ def test_temporary_siblings_are_hidden_unique_and_beside(tmp_path: Path) -> None
     for name in names:
         assert name.parent == tmp_path and name.name.startswith(".x.tif.")
         assert name.suffix == ".tmp" and not name.exists()
+
+
+def test_atomic_replace_swaps_a_whole_directory_or_keeps_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "heatmap.zarr"
+    (target / "chunks").mkdir(parents=True)
+    (target / "chunks" / "0").write_bytes(b"old")
+    with atomic_replace(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_bytes(b"new")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["heatmap.zarr"]
+
+    def failing() -> None:
+        with atomic_replace(target) as tmp:
+            tmp.mkdir()
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        failing()
+    assert (target / "new").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["heatmap.zarr"]
+
+
+def test_atomic_replace_puts_the_old_back_when_the_new_cannot_come_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "result.txt"
+    target.write_text("old")
+    real_replace = Path.replace
+
+    def refuse_new(self: Path, other: Any) -> Path:
+        if (
+            self.name.startswith(".result.txt.")
+            and Path(other) == target
+            and self.read_text() == "new"
+        ):
+            raise OSError("rename refused")
+        return real_replace(self, other)
+
+    monkeypatch.setattr(Path, "replace", refuse_new)
+
+    def write_new() -> None:
+        with atomic_replace(target) as tmp:
+            tmp.write_text("new")
+
+    with pytest.raises(OSError, match="rename refused"):
+        write_new()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.txt"]

@@ -32,9 +32,11 @@ from pathlib import Path
 
 __all__ = [
     "atomic_path",
+    "atomic_replace",
     "atomic_write_bytes",
     "atomic_write_csv",
     "atomic_write_text",
+    "is_empty_dir",
     "temporary_sibling",
 ]
 
@@ -47,6 +49,16 @@ def temporary_sibling(path: str | os.PathLike[str]) -> Path:
     """
     target = Path(path)
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def is_empty_dir(path: str | os.PathLike[str]) -> bool:
+    """True for a real (not linked) directory with nothing in it."""
+    target = Path(path)
+    return target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
 
 
 def _remove(path: Path) -> None:
@@ -85,6 +97,45 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_replace(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Like :func:`atomic_path`, but whatever is at ``path`` (a file or a whole directory)
+    is replaced by what the block made.
+
+    The old content is renamed aside, the new renamed in, and then the old deleted; if
+    anything fails, the new is removed and the old put back.  A process killed between the
+    two renames leaves nothing at ``path`` and both, whole, in hidden ``.<name>.*.tmp``
+    siblings (the old one can be renamed back by hand).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     target = pathlib.Path(d) / "store"
+    ...     (target / "old").mkdir(parents=True)
+    ...     with atomic_replace(target) as tmp:
+    ...         (tmp / "new").mkdir(parents=True)
+    ...     sorted(p.name for p in target.iterdir()), len(list(pathlib.Path(d).iterdir()))
+    (['new'], 1)
+    """
+    target = Path(path)
+    tmp = temporary_sibling(target)
+    aside: Path | None = None
+    try:
+        yield tmp
+        if _occupied(target):
+            aside = temporary_sibling(target)
+            target.replace(aside)
+        tmp.replace(target)
+    except BaseException:
+        _remove(tmp)
+        if aside is not None and not _occupied(target):
+            aside.replace(target)  # the new one did not come in: put the old one back
+        raise
+    if aside is not None:
+        _remove(aside)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cervixwsi._io import atomic_path
+from cervixwsi._io import atomic_path, is_empty_dir
 from cervixwsi._validate import is_int
 from cervixwsi._version import __version__
 from cervixwsi.errors import StoreMismatchError
@@ -134,10 +134,6 @@ def _what_is(path: Path) -> str:
     shown = ", ".join(repr(e) for e in entries[:3])
     more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
     return f"a directory holding {shown}{more}, without zarr v3 metadata (zarr.json)"
-
-
-def _is_empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def mark_complete(group: Any, complete: bool = True) -> None:
@@ -338,7 +334,7 @@ class StoreFormat:
         """
         where = Path(path)
         new = jsonable(dict(identity))
-        if (where.exists() or where.is_symlink()) and not _is_empty_dir(where):
+        if (where.exists() or where.is_symlink()) and not is_empty_dir(where):
             return self._resume(where, new, describe, compare)
         import zarr
 
@@ -361,7 +357,7 @@ class StoreFormat:
         except OSError:
             # Another process made the store while this one laid out its own: continue
             # with theirs if it is the same job (else the usual refusal).
-            if laid_out and where.exists() and not _is_empty_dir(where):
+            if laid_out and where.exists() and not is_empty_dir(where):
                 return self._resume(where, new, describe, compare)
             raise
         group = zarr.open_group(str(where), mode="r+", zarr_format=3)

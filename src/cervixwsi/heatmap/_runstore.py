@@ -27,14 +27,13 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi._io import atomic_path, temporary_sibling
+from cervixwsi._io import atomic_replace, is_empty_dir
 from cervixwsi._store import StoreFormat, mark_complete
 from cervixwsi.errors import HeatmapError, StoreMismatchError
 from cervixwsi.heatmap._plan import _check_predictions, _Plan, public_name
@@ -227,8 +226,7 @@ def _save_heatmap(heatmap: Heatmap, path: pathlib.Path) -> None:
 
     See :meth:`Heatmap.save` for the steps and what a crash between them leaves.
     """
-    empty_dir = path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-    if (path.exists() or path.is_symlink()) and not empty_dir:
+    if (path.exists() or path.is_symlink()) and not is_empty_dir(path):
         try:
             _HEATMAP_FORMAT.open(path)
         except HeatmapError as exc:
@@ -238,20 +236,6 @@ def _save_heatmap(heatmap: Heatmap, path: pathlib.Path) -> None:
                 f"will not save a heatmap over {path}, which {what}; "
                 "save to another path, or delete it"
             ) from exc
-    aside: pathlib.Path | None = None
-    try:
-        with atomic_path(path) as tmp:
-            # The layer lays the store out in a sibling of ``tmp`` and renames it there.
-            _HEATMAP_FORMAT.create_or_resume(tmp, {}, lambda group: _write_final(group, heatmap))
-            if path.exists() or path.is_symlink():
-                aside = temporary_sibling(path)
-                path.replace(aside)
-    except BaseException:
-        if aside is not None and not (path.exists() or path.is_symlink()):
-            aside.replace(path)  # the new one did not come in: put the old one back
-        raise
-    if aside is not None:
-        if aside.is_dir() and not aside.is_symlink():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            aside.unlink(missing_ok=True)
+    with atomic_replace(path) as tmp:
+        # The layer lays the store out in a sibling of ``tmp`` and renames it there.
+        _HEATMAP_FORMAT.create_or_resume(tmp, {}, lambda group: _write_final(group, heatmap))
