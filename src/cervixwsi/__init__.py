@@ -7,6 +7,8 @@ The pipeline of the study, one module per stage: :mod:`cervixwsi.slide`
 TensorFlow), :mod:`cervixwsi.heatmap` (tumor-probability maps),
 :mod:`cervixwsi.features` (heatmap features), :mod:`cervixwsi.slide_classifier`
 (the random forest) and :mod:`cervixwsi.metrics` (ROC AUC, FROC).
+:mod:`cervixwsi.cohort` runs any per-slide stage over many slides on any executor or a
+Dask cluster, and :mod:`cervixwsi.cli` is the ``cervixwsi`` command line.
 
 ``import cervixwsi`` is cheap: it imports neither TensorFlow nor the heavier
 submodules until they are used.
@@ -44,6 +46,8 @@ __all__ = [
 
 _SUBMODULES = {
     "annotations",
+    "cli",
+    "cohort",
     "features",
     "heatmap",
     "metrics",
