@@ -357,7 +357,7 @@ class _NoPredictor:
     """Stands in for the model while only the settings are checked."""
 
     def predict(self, batch: Any) -> Any:  # pragma: no cover - never called
-        raise NotImplementedError
+        raise TypeError("a stand-in for checking settings: it predicts nothing")
 
 
 def _load_heatmap(folder: Path, slide: SlideRef) -> Any:

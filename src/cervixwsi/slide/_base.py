@@ -106,12 +106,12 @@ class BaseSlide(abc.ABC):  # noqa: B024 - a reader provides tiles or regions
 
     def _tile_size(self, level: int) -> tuple[int, int]:
         """``(width, height)`` of the tiles of ``level`` (the level itself if untiled)."""
-        raise NotImplementedError(f"{type(self).__name__} reads regions, not tiles")
+        raise TypeError(f"{type(self).__name__} reads regions, not tiles")
 
     def _tile(self, level: int, col: int, row: int) -> RGBImage | None:
         """Tile ``(col, row)`` of ``level`` as ``(h, w, 3)`` uint8 (at least the part
         inside the level), or ``None`` for a tile the file does not have (white)."""
-        raise NotImplementedError(f"{type(self).__name__} reads regions, not tiles")
+        raise TypeError(f"{type(self).__name__} reads regions, not tiles")
 
     def _tiles(
         self, level: int, cells: list[tuple[int, int]]
