@@ -79,13 +79,11 @@ def test_help_lists_the_stages_in_pipeline_order_and_reads_like_the_docs() -> No
     ],
 )
 def test_a_user_error_is_one_line_and_a_non_zero_exit(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
     (tmp_path / "a.csv").write_text("slide_id,path\na,a.tiff\n")
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        (Path("a.csv")).write_text("slide_id,path\na,a.tiff\n")
-        result = runner.invoke(cli, args)
+    monkeypatch.chdir(tmp_path)  # the arguments are paths relative to the run's folder
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
