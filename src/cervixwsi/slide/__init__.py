@@ -60,9 +60,9 @@ from cervixwsi.slide._array import ArraySlide
 from cervixwsi.slide._base import BaseSlide
 from cervixwsi.slide._dicom import DicomSlide
 from cervixwsi.slide._openslide import OpenSlideSlide
+from cervixwsi.slide._slide import DEFAULT_TILE_CACHE_BYTES as DEFAULT_TILE_CACHE_BYTES
 from cervixwsi.slide._slide import MPP_PER_OBJECTIVE_POWER as MPP_PER_OBJECTIVE_POWER
 from cervixwsi.slide._slide import Slide, SlideWarning
-from cervixwsi.slide._tiff_slide import DEFAULT_TILE_CACHE_BYTES as DEFAULT_TILE_CACHE_BYTES
 from cervixwsi.slide._tiff_slide import TiffSlide
 
 __all__ = [

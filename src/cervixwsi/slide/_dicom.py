@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cervixwsi._validate import check_int, check_real
+from cervixwsi._validate import check_real
 from cervixwsi.errors import (
     MissingExtraError,
     ParameterError,
@@ -32,9 +32,8 @@ from cervixwsi.errors import (
 )
 from cervixwsi.slide._base import RGBImage
 from cervixwsi.slide._dicom_series import file_meta_properties, flatten_dataset, series_files
-from cervixwsi.slide._slide import Slide, settle_mpp
+from cervixwsi.slide._slide import DEFAULT_TILE_CACHE_BYTES, Slide, settle_mpp
 from cervixwsi.slide._tiff import level_properties, to_rgb
-from cervixwsi.slide._tiff_slide import DEFAULT_TILE_CACHE_BYTES, default_threads
 from cervixwsi.slide._tilecache import TileCache
 
 __all__ = ["DicomSlide"]
@@ -151,21 +150,14 @@ class DicomSlide(Slide):
         optical_path: str | None = None,
         focal_plane: float | None = None,
     ) -> None:
-        path_ = self._start(path, backend, mpp)
-        self._tile_cache_bytes = check_int(tile_cache_bytes, "Slide.tile_cache_bytes", min=0)
-        self._threads = default_threads(threads, "Slide")
+        path_ = self._start(path, backend, mpp, tile_cache_bytes, threads)
         if optical_path is not None and not isinstance(optical_path, str):
             raise ParameterError(
                 f"Slide.optical_path must be an OpticalPathIdentifier (str), got {optical_path!r}"
             )
         if focal_plane is not None:
             focal_plane = check_real(focal_plane, "Slide.focal_plane")
-        self._open_options.update(
-            tile_cache_bytes=self._tile_cache_bytes,
-            threads=self._threads,
-            optical_path=optical_path,
-            focal_plane=focal_plane,
-        )
+        self._open_options.update(optical_path=optical_path, focal_plane=focal_plane)
         wsidicom = _import_wsidicom(path_)
         files = series_files(path_)
         try:

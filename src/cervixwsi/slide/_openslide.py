@@ -20,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from cervixwsi._validate import check_int
 from cervixwsi.errors import MissingExtraError, SlideNotFoundError, SlideOpenError, SlideReadError
 from cervixwsi.slide._base import RGBImage
 from cervixwsi.slide._formats import detect_format, dicom_files
-from cervixwsi.slide._slide import Slide, settle_mpp
-from cervixwsi.slide._tiff_slide import DEFAULT_TILE_CACHE_BYTES, default_threads
+from cervixwsi.slide._slide import DEFAULT_TILE_CACHE_BYTES, Slide, settle_mpp
 
 __all__ = ["OpenSlideSlide", "rgba_to_rgb"]
 
@@ -181,10 +179,7 @@ class OpenSlideSlide(Slide):
         tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES,
         threads: int | None = None,
     ) -> None:
-        path_ = self._start(path, backend, mpp)
-        self._tile_cache_bytes = check_int(tile_cache_bytes, "Slide.tile_cache_bytes", min=0)
-        self._threads = default_threads(threads, "Slide")
-        self._open_options.update(tile_cache_bytes=self._tile_cache_bytes, threads=self._threads)
+        path_ = self._start(path, backend, mpp, tile_cache_bytes, threads)
         if not path_.exists():
             raise SlideNotFoundError(f"{path_}: no such slide file or folder")
         openslide = _import_openslide(path_)

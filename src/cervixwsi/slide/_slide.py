@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cervixwsi._validate import check_choice, check_real
+from cervixwsi._validate import check_choice, check_int, check_real
 from cervixwsi.errors import ParameterError
 from cervixwsi.slide._base import BaseSlide, RGBImage
 
@@ -172,6 +172,17 @@ def settle_mpp(
     return mpp
 
 
+#: Default bound of a :class:`Slide`'s decoded-tile cache (bytes): 256 RGB tiles of 256².
+DEFAULT_TILE_CACHE_BYTES = 48 * 2**20
+
+
+def default_threads(threads: int | None, owner: str) -> int:
+    """Threads for a large read: ``threads``, checked, or up to 4 (as many as CPUs)."""
+    if threads is None:
+        return min(4, os.cpu_count() or 1)
+    return check_int(threads, f"{owner}.threads", min=1)
+
+
 class Slide(BaseSlide):
     """A whole-slide image on disk: a file, or a folder of DICOM instances.
 
@@ -255,8 +266,15 @@ class Slide(BaseSlide):
             raise TypeError("Slide() needs the path of a slide")
         return super().__new__(reader_class(path, kwargs.get("backend")))
 
-    def _start(self, path: str | os.PathLike[str], backend: str | None, mpp: Any) -> Path:
-        """Check the arguments every reader shares; return the path."""
+    def _start(
+        self,
+        path: str | os.PathLike[str],
+        backend: str | None,
+        mpp: Any,
+        tile_cache_bytes: Any,
+        threads: Any,
+    ) -> Path:
+        """Check the arguments every reader shares and keep them; return the path."""
         try:
             self._path = Path(path)
         except TypeError:
@@ -271,7 +289,13 @@ class Slide(BaseSlide):
                     f"backend={backend!r} asks for another (use Slide(path, backend=...))"
                 )
         self._user_mpp = parse_mpp(mpp, self._path)
-        self._open_options = {"mpp": mpp}
+        self._tile_cache_bytes = check_int(tile_cache_bytes, "Slide.tile_cache_bytes", min=0)
+        self._threads = default_threads(threads, "Slide")
+        self._open_options = {
+            "mpp": mpp,
+            "tile_cache_bytes": self._tile_cache_bytes,
+            "threads": self._threads,
+        }
         return self._path
 
     def _tiles(

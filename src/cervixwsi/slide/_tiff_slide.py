@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from cervixwsi._validate import check_int
 from cervixwsi.errors import SlideNotFoundError, SlideOpenError, SlideReadError
 from cervixwsi.slide._base import RGBImage
-from cervixwsi.slide._slide import Slide, settle_mpp
+from cervixwsi.slide._slide import DEFAULT_TILE_CACHE_BYTES, Slide, settle_mpp
 from cervixwsi.slide._tiff import (
     AssociatedPage,
     TiffLevel,
@@ -33,21 +32,12 @@ from cervixwsi.slide._tiff import (
 )
 from cervixwsi.slide._tilecache import TileCache
 
-__all__ = ["DEFAULT_TILE_CACHE_BYTES", "TiffSlide", "default_threads"]
+__all__ = ["TiffSlide"]
 
 logger = logging.getLogger(__name__)
 
-#: Default bound of a :class:`Slide`'s decoded-tile cache (bytes): 256 RGB tiles of 256².
-DEFAULT_TILE_CACHE_BYTES = 48 * 2**20
 # Aperio JPEG 2000 with YCbCr components, which the codec leaves unconverted.
 _APERIO_JP2K_YCBCR = 33003
-
-
-def default_threads(threads: int | None, owner: str) -> int:
-    """Threads for a large read: ``threads``, checked, or up to 4 (as many as CPUs)."""
-    if threads is None:
-        return min(4, os.cpu_count() or 1)
-    return check_int(threads, f"{owner}.threads", min=1)
 
 
 def _slide_name(path: Path) -> str:
@@ -169,10 +159,7 @@ class TiffSlide(Slide):
     ) -> None:
         import tifffile
 
-        path_ = self._start(path, backend, mpp)
-        self._tile_cache_bytes = check_int(tile_cache_bytes, "Slide.tile_cache_bytes", min=0)
-        self._threads = default_threads(threads, "Slide")
-        self._open_options.update(tile_cache_bytes=self._tile_cache_bytes, threads=self._threads)
+        path_ = self._start(path, backend, mpp, tile_cache_bytes, threads)
         if not path_.exists():
             raise SlideNotFoundError(f"{path_}: no such slide file")
         if not path_.is_file():
