@@ -42,6 +42,7 @@ __all__ = [
     "SlideNotFoundError",
     "SlideOpenError",
     "SlideReadError",
+    "StainError",
     "StoreMismatchError",
     "WeightsError",
 ]
@@ -134,6 +135,10 @@ class WeightsError(ModelError):
 
 class PredictorError(CervixWSIError, ValueError):
     """A patch predictor returned something that is not a probability per patch."""
+
+
+class StainError(CervixWSIError, ValueError):
+    """Stains cannot be estimated from an image or slide (no tissue, one stain only)."""
 
 
 class HeatmapError(CervixWSIError, ValueError):
