@@ -38,6 +38,14 @@ PROBABILITY_LABEL = "tumor probability"
 #: Legend labels and RGB colours of the outlines.
 TISSUE_LABEL, TISSUE_COLOUR = "tissue", (255, 255, 255)
 GROUND_TRUTH_LABEL, GROUND_TRUTH_COLOUR = "ground truth", (0, 200, 0)
+#: Outline colours (RGB) of the artifacts removed from the tissue mask, per cause; the
+#: legend labels them "pen", "fold", "blur", "dust" (see cervixwsi.tissue.ArtifactMask).
+ARTIFACT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "pen": (0, 220, 255),
+    "fold": (255, 140, 0),
+    "blur": (190, 90, 255),
+    "dust": (255, 230, 0),
+}
 # How dark the key's box makes what is under it (0: not at all, 1: black).
 _KEY_SHADE = 0.65
 # The longest scale bar, as a fraction of the picture's width.
@@ -165,6 +173,7 @@ def overlay_key(
     scale_bar: bool = True,
     tissue_outline: bool = True,
     ground_truth: bool = False,
+    artifacts: tuple[str, ...] = (),
 ) -> OverlayKey:
     """What the key of an overlay ``picture_width`` pixels wide shows.
 
@@ -188,6 +197,8 @@ def overlay_key(
         entries.append((TISSUE_LABEL, TISSUE_COLOUR))
     if legend and ground_truth:
         entries.append((GROUND_TRUTH_LABEL, GROUND_TRUTH_COLOUR))
+    if legend:  # the causes of removed artifacts that are drawn
+        entries.extend((name, ARTIFACT_COLOURS[name]) for name in artifacts)
     bar = None
     if scale_bar:
         level0_per_px = heatmap.slide_dimensions[0] / picture_width
@@ -216,8 +227,16 @@ def draw_overlay(
     colorbar: bool = True,
     legend: bool = True,
     scale_bar: bool = True,
+    artifacts: Raster | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """The body of :meth:`Heatmap.overlay <cervixwsi.heatmap.Heatmap.overlay>`."""
+    """The body of :meth:`Heatmap.overlay <cervixwsi.heatmap.Heatmap.overlay>`.
+
+    ``artifacts``, an :class:`~cervixwsi.tissue.ArtifactMask` (e.g. the
+    ``artifacts`` of a :class:`~cervixwsi.tissue.TissueMask` made with an
+    :class:`~cervixwsi.tissue.ArtifactMasker`), outlines what was removed from the
+    tissue mask in one colour per cause (:data:`ARTIFACT_COLOURS`), listed in the
+    legend.
+    """
     import cv2
 
     max_size = check_positive_int(max_size, "Heatmap.overlay.max_size")
@@ -255,6 +274,7 @@ def draw_overlay(
         gt = cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(gt, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, GROUND_TRUTH_COLOUR, max(1, max_size // 512))
+    drawn = _draw_artifacts(out, artifacts, heatmap, 1 / scale, size, max(1, max_size // 512))
     key = overlay_key(
         heatmap,
         size[0],
@@ -263,10 +283,44 @@ def draw_overlay(
         scale_bar=scale_bar,
         tissue_outline=tissue_outline,
         ground_truth=ground_truth is not None,
+        artifacts=drawn,
     )
     _draw_key(out, key, colours, busy=predicted | (tissue > 0))
     picture: npt.NDArray[np.uint8] = out
     return picture
+
+
+def _draw_artifacts(
+    out: npt.NDArray[np.uint8],
+    artifacts: Raster | None,
+    heatmap: Heatmap,
+    downsample: float,
+    size: tuple[int, int],
+    thickness: int,
+) -> tuple[str, ...]:
+    """Outline each cause of an artifact label raster; the causes drawn, in code order."""
+    import cv2
+
+    if artifacts is None:
+        return ()
+    from cervixwsi.tissue import CAUSES
+
+    if artifacts.slide_dimensions != heatmap.slide_dimensions:
+        raise HeatmapError(
+            f"artifacts are over a slide of {artifacts.slide_dimensions}, the heatmap "
+            f"over {heatmap.slide_dimensions}"
+        )
+    labels = np.asarray(artifacts.resample(downsample, method="nearest").array)
+    labels = cv2.resize(labels.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+    drawn = []
+    for code, name in enumerate(CAUSES, start=1):
+        found = (labels == code).astype(np.uint8)
+        if not found.any():
+            continue
+        contours, _ = cv2.findContours(found, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, ARTIFACT_COLOURS[name], thickness)
+        drawn.append(name)
+    return tuple(drawn)
 
 
 def _ground_truth_at(ground_truth: Any, heatmap: Heatmap, downsample: float) -> npt.NDArray[Any]:

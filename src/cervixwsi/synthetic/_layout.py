@@ -110,6 +110,35 @@ class SlideLayout:
         inside = (self.fields[..., F.DEPTH] < 1.0) & self.tissue_mask.array
         return self.tissue_mask.with_array(inside & ~self.tumor_mask.array)
 
+    def artifact_masks(self) -> dict[str, Raster]:
+        """Where each artifact of ``spec.artifacts`` is (bool, on the grid of :attr:`tissue_mask`).
+
+        ``"pen"``: the ink (on glass and tissue); ``"fold"``: the doubled tissue;
+        ``"blur"``: tissue at least half out of focus; ``"dust"``: mask pixels a
+        dust speck touches (on glass and tissue).  The fields the renderer draws
+        from, thresholded at one half, so masks and pixels agree by construction.
+
+        Examples
+        --------
+        >>> from cervixwsi.synthetic import SyntheticSlideSpec, make_layout
+        >>> layout = make_layout(SyntheticSlideSpec(width=2048, height=2048, seed=1,
+        ...                                         artifacts=("pen", "fold")))
+        >>> masks = layout.artifact_masks()
+        >>> sorted(masks), masks["pen"].shape == layout.tissue_mask.shape
+        (['fold', 'pen'], True)
+        """
+        from cervixwsi.synthetic._render import dust_mask
+
+        inside = self.fields[..., F.SDF] > 0
+        art = self.artifact_fields
+        arrays = {
+            "pen": lambda: art[..., F.PEN] > 0.5,
+            "fold": lambda: (art[..., F.FOLD] > 0.5) & inside,
+            "blur": lambda: (art[..., F.BLUR] > 0.5) & inside,
+            "dust": lambda: dust_mask(self),
+        }
+        return {name: self.tissue_mask.with_array(arrays[name]()) for name in self.spec.artifacts}
+
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> FloatArray:
     """Gaussian-smoothed white noise (z-scored) with correlation length ``sigma`` pixels.

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from cervixwsi.synthetic._layout import F, SlideLayout
 from cervixwsi.synthetic._noise import FloatArray, hash_uniform, stream_key
 
-__all__ = ["render"]
+__all__ = ["dust_mask", "render"]
 
 _T = TypeVar("_T", bound=np.generic)
 
@@ -483,33 +483,60 @@ def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
     return np.asarray(od, np.float32)
 
 
-def _dust(layout: SlideLayout, x0: int, y0: int, w: int, h: int) -> FloatArray | None:
-    """Optical density of dust specks (on glass and tissue alike), or None when none."""
+def _dust_specks(
+    layout: SlideLayout, x0: float, y0: float, x1: float, y1: float
+) -> npt.NDArray[np.float64]:
+    """Dust specks that can touch the level-0 box ``[x0, x1) x [y0, y1)``.
+
+    ``(n, 6)`` rows ``(x16, y16, a16, b16, angle, od)``: the speck's centre and
+    semi-axes in level-0 pixels times 16 (cv2 fixed point, shift 4, before the
+    half-pixel shift of the drawing), its angle in degrees and its optical density.
+    """
     spec = layout.spec
     s = 250.0 / spec.mpp  # one candidate speck per 250 µm cell
     reach = 20.0 / spec.mpp
-    i0, i1 = math.floor((x0 - reach) / s), math.floor((x0 + w + reach) / s)
-    j0, j1 = math.floor((y0 - reach) / s), math.floor((y0 + h + reach) / s)
+    i0, i1 = math.floor((x0 - reach) / s), math.floor((x1 + reach) / s)
+    j0, j1 = math.floor((y0 - reach) / s), math.floor((y1 + reach) / s)
     jj, ii = np.mgrid[j0 : j1 + 1, i0 : i1 + 1]
     ii, jj = ii.ravel().astype(np.int64), jj.ravel().astype(np.int64)
     u = hash_uniform(stream_key(spec.seed, 200), ii, jj, 6)
     keep = u[:, 0] < 0.35
-    if not keep.any():
-        return None
     ii, jj, u = ii[keep], jj[keep], u[keep]
-    cx = np.floor((ii + u[:, 1]) * s * 16.0).astype(np.int64) - x0 * 16 - 8
-    cy = np.floor((jj + u[:, 2]) * s * 16.0).astype(np.int64) - y0 * 16 - 8
+    cx = np.floor((ii + u[:, 1]) * s * 16.0).astype(np.int64)
+    cy = np.floor((jj + u[:, 2]) * s * 16.0).astype(np.int64)
     a = np.round((1.5 + 8.0 * u[:, 3] ** 2) / spec.mpp * 16.0).astype(np.int64)
     b = np.maximum(8, np.round(a * (0.4 + 0.6 * u[:, 4]))).astype(np.int64)
+    return np.stack(
+        [cx, cy, a, b, 360.0 * u[:, 5], 1.1 + 0.6 * u[:, 4]], axis=1, dtype=np.float64
+    ).reshape(-1, 6)
+
+
+def _dust(layout: SlideLayout, x0: int, y0: int, w: int, h: int) -> FloatArray | None:
+    """Optical density of dust specks (on glass and tissue alike), or None when none."""
+    specks = _dust_specks(layout, x0, y0, x0 + w, y0 + h)
+    if not specks.size:
+        return None
     out = np.zeros((h, w), np.float32)
-    for x, y, ax, bx, ang, val in zip(
-        cx.tolist(),
-        cy.tolist(),
-        a.tolist(),
-        b.tolist(),
-        (360.0 * u[:, 5]).tolist(),
-        (1.1 + 0.6 * u[:, 4]).tolist(),
-        strict=True,
-    ):
-        cv2.ellipse(out, (x, y), (ax, bx), ang, 0, 360, val, -1, cv2.LINE_8, 4)
+    for x, y, ax, bx, ang, val in specks.tolist():
+        centre = (int(x) - x0 * 16 - 8, int(y) - y0 * 16 - 8)
+        cv2.ellipse(out, centre, (int(ax), int(bx)), ang, 0, 360, val, -1, cv2.LINE_8, 4)
     return np.asarray(cv2.GaussianBlur(out, (0, 0), _DUST_SIGMA))
+
+
+def dust_mask(layout: SlideLayout) -> npt.NDArray[np.bool_]:
+    """Mask pixels (at ``spec.mask_downsample``) that a dust speck touches.
+
+    Each speck is drawn filled on the mask grid (its level-0 ellipse scaled by
+    ``1 / mask_downsample``); a speck smaller than a mask pixel marks the pixel
+    under its centre.
+    """
+    spec = layout.spec
+    rows, cols = layout.fields.shape[:2]
+    out = np.zeros((rows, cols), np.uint8)
+    d = float(spec.mask_downsample)
+    for x, y, ax, bx, ang, _ in _dust_specks(layout, 0, 0, spec.width, spec.height).tolist():
+        centre = (round((x / 16.0 / d - 0.5) * 16.0), round((y / 16.0 / d - 0.5) * 16.0))
+        axes = (round(ax / d), round(bx / d))
+        cv2.ellipse(out, centre, axes, ang, 0, 360, 1, -1, cv2.LINE_8, 4)
+    mask: npt.NDArray[np.bool_] = out > 0
+    return mask

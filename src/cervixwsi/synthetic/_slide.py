@@ -9,7 +9,7 @@ import pathlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,10 @@ class SyntheticSlide:
     * ``n_lesions`` (int): tumor regions (8-connected components of ``tumor_mask``);
     * ``annotation_path`` (:class:`pathlib.Path` or None): the ASAP XML file of
       ``annotations`` (None when not written).
+    * ``artifact_masks`` (dict of str to :class:`~cervixwsi.geometry.Raster`):
+      for each artifact of ``spec.artifacts``, where it is (bool, on the grid of
+      ``tissue_mask``; see :meth:`SlideLayout.artifact_masks
+      <cervixwsi.synthetic.SlideLayout.artifact_masks>`); empty without artifacts.
 
     Examples
     --------
@@ -59,6 +63,7 @@ class SyntheticSlide:
     annotations: AnnotationSet
     n_lesions: int
     annotation_path: pathlib.Path | None
+    artifact_masks: dict[str, Raster] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -248,4 +253,5 @@ def make_slide(
         annotations=regions,
         n_lesions=layout.n_lesions,
         annotation_path=annotation_path,
+        artifact_masks=layout.artifact_masks(),
     )

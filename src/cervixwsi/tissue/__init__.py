@@ -41,9 +41,18 @@ algorithm) and ``_filters`` (:func:`pen_mask` and the morphology it uses).  The 
 read is chosen by :func:`cervixwsi.geometry.resolve_level`, the rule every stage uses.
 """
 
+from cervixwsi.tissue._artifacts import CAUSES, ArtifactMask, ArtifactMasker
 from cervixwsi.tissue._filters import pen_mask
 from cervixwsi.tissue._mask import TissueMask
 from cervixwsi.tissue._masker import TissueMasker
 from cervixwsi.tissue._slidelike import SlideLike
 
-__all__ = ["SlideLike", "TissueMask", "TissueMasker", "pen_mask"]
+__all__ = [
+    "CAUSES",
+    "ArtifactMask",
+    "ArtifactMasker",
+    "SlideLike",
+    "TissueMask",
+    "TissueMasker",
+    "pen_mask",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import cv2
 import numpy as np
@@ -13,8 +13,9 @@ import numpy.typing as npt
 
 from cervixwsi._io import atomic_path
 from cervixwsi._validate import check_int
-from cervixwsi.errors import GeometryError, ParameterError, ResultFileError
+from cervixwsi.errors import CervixWSIError, GeometryError, ParameterError, ResultFileError
 from cervixwsi.geometry import Box, Raster, Window, resolve_level
+from cervixwsi.tissue._artifacts import ArtifactMask
 from cervixwsi.tissue._slidelike import SlideLike
 
 __all__ = ["TissueMask"]
@@ -38,6 +39,10 @@ class TissueMask(Raster):
         2-D boolean array (anything else is compared with 0).
     downsample, slide_dimensions, mpp
         As for :class:`~cervixwsi.geometry.Raster`.
+    artifacts : ArtifactMask, optional
+        What was removed from the mask and why (see
+        :class:`~cervixwsi.tissue.ArtifactMasker`), on the same grid (resampled
+        to it when not); :attr:`artifacts` returns it.
 
     Examples
     --------
@@ -52,7 +57,7 @@ class TissueMask(Raster):
     5000.0
     """
 
-    __slots__ = ("_integral",)
+    __slots__ = ("_artifacts", "_integral")
 
     def __init__(
         self,
@@ -61,12 +66,45 @@ class TissueMask(Raster):
         slide_dimensions: tuple[int, int],
         *,
         mpp: float | None = None,
+        artifacts: ArtifactMask | None = None,
     ) -> None:
         arr = np.asarray(array)
         if arr.dtype != np.bool_:
             arr = arr != 0
         super().__init__(arr, downsample, slide_dimensions, mpp=mpp)
         self._integral: npt.NDArray[np.int64] | None = None
+        if artifacts is not None:
+            if not isinstance(artifacts, ArtifactMask):
+                raise ParameterError(
+                    f"TissueMask.artifacts must be an ArtifactMask, got {type(artifacts).__name__}"
+                )
+            artifacts = artifacts.on_grid(self)
+        self._artifacts = artifacts
+
+    def __setstate__(self, state: object) -> None:
+        # Pickles of masks made before artifacts existed lack the slot.
+        self._artifacts = None
+        _, slots = state if isinstance(state, tuple) else (None, state)
+        for key, value in (slots or {}).items():
+            object.__setattr__(self, key, value)
+
+    @property
+    def artifacts(self) -> ArtifactMask | None:
+        """What :class:`~cervixwsi.tissue.ArtifactMasker` removed from this mask, and why.
+
+        ``None`` when the mask was made without an artifact masker.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cervixwsi.tissue import ArtifactMask
+        >>> labels = np.zeros((2, 2), np.uint8); labels[0, 0] = ArtifactMask.PEN
+        >>> m = TissueMask(np.ones((2, 2)), 8, (16, 16),
+        ...                artifacts=ArtifactMask(labels, 8, (16, 16)))
+        >>> m.artifacts.cause("pen").sum(), TissueMask(np.ones((2, 2)), 8, (16, 16)).artifacts
+        (np.int64(1), None)
+        """
+        return self._artifacts
 
     @classmethod
     def from_raster(cls, raster: Raster) -> TissueMask:
@@ -213,13 +251,21 @@ class TissueMask(Raster):
         >>> m.at_downsample(2).shape
         (2, 8)
         """
+        art = None if self._artifacts is None else self._artifacts.at_downsample(downsample)
         if method == "area":
             frac = self.resample(downsample, method="area")
             return TissueMask(
-                frac.array >= 0.5, frac.downsample, self.slide_dimensions, mpp=self.mpp
+                frac.array >= 0.5,
+                frac.downsample,
+                self.slide_dimensions,
+                mpp=self.mpp,
+                artifacts=art,
             )
         if method == "nearest":
-            return TissueMask.from_raster(self.resample(downsample, method="nearest"))
+            near = self.resample(downsample, method="nearest")
+            return TissueMask(
+                near.array, near.downsample, self.slide_dimensions, mpp=self.mpp, artifacts=art
+            )
         raise ParameterError(f"method must be 'area' or 'nearest', got {method!r}")
 
     def at_level(self, slide: SlideLike, level: int) -> TissueMask:
@@ -267,7 +313,9 @@ class TissueMask(Raster):
         """Write the mask to a ``.npz`` file (the array, its geometry and a format tag).
 
         The file appears only when complete (written under a temporary name and
-        renamed), and loads without executing code (no pickles).
+        renamed), and loads without executing code (no pickles).  The
+        :attr:`artifacts` labels, when there are any, are saved with it (files
+        without them, as older versions wrote, load with ``artifacts`` None).
 
         Examples
         --------
@@ -279,6 +327,9 @@ class TissueMask(Raster):
         (True, 0.25, True)
         """
         path = Path(path)
+        extra: dict[str, Any] = {}
+        if self._artifacts is not None:
+            extra["artifacts"] = self._artifacts.array
         with atomic_path(path) as tmp, tmp.open("xb") as f:
             np.savez_compressed(
                 f,
@@ -288,6 +339,7 @@ class TissueMask(Raster):
                 downsample=np.array(self.downsample),
                 slide_dimensions=np.array(self.slide_dimensions, np.int64),
                 mpp=np.array(np.nan if self.mpp is None else self.mpp),
+                **extra,
             )
         return path
 
@@ -319,13 +371,21 @@ class TissueMask(Raster):
         try:
             mpp = float(fields["mpp"])
             width, height = (int(v) for v in fields["slide_dimensions"])
+            downsample = float(fields["downsample"])
+            mpp_or_none = None if math.isnan(mpp) else mpp
+            artifacts = None
+            if "artifacts" in fields:
+                artifacts = ArtifactMask(
+                    fields["artifacts"], downsample, (width, height), mpp=mpp_or_none
+                )
             return cls(
                 fields["array"].astype(bool),
-                float(fields["downsample"]),
+                downsample,
                 (width, height),
-                mpp=None if math.isnan(mpp) else mpp,
+                mpp=mpp_or_none,
+                artifacts=artifacts,
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, CervixWSIError) as exc:
             raise ResultFileError(f"{path} is a damaged tissue mask file: {exc}") from exc
 
     @property

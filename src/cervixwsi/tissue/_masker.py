@@ -16,6 +16,7 @@ import numpy.typing as npt
 from cervixwsi._validate import check_choice, check_real
 from cervixwsi.errors import ParameterError, RegionError
 from cervixwsi.geometry import resolve_level, slide_mpp
+from cervixwsi.tissue._artifacts import ArtifactMasker
 from cervixwsi.tissue._filters import _ellipse, _fill_holes, _remove_small, pen_mask
 from cervixwsi.tissue._mask import TissueMask
 from cervixwsi.tissue._slidelike import SlideLike
@@ -107,6 +108,14 @@ class TissueMasker:
     assumed_mpp : float
         Level-0 µm/px assumed for slides that do not record their resolution
         (a warning says so).  Default 0.25 (a 40× scan).
+    artifacts : ArtifactMasker, optional
+        Also find marker pen, folds, out-of-focus areas and dust (see
+        :class:`ArtifactMasker`) and remove them from the mask; the mask's
+        :attr:`TissueMask.artifacts` says what was removed and why.  Its pen
+        detection, relative to the slide's own stain, then replaces the fixed
+        ink colours of ``exclude_pen`` (which take stain-shifted, orange-brown
+        H&E for red ink).  Default None: no artifact detection (the mask is the
+        same as without this parameter).
 
     Examples
     --------
@@ -136,6 +145,7 @@ class TissueMasker:
     min_tissue_area_um2: float = 2_500.0
     max_hole_area_um2: float = 2_500.0
     assumed_mpp: float = 0.25
+    artifacts: ArtifactMasker | None = None
 
     def _validate(self) -> None:
         for name in ("mpp", "assumed_mpp"):
@@ -173,6 +183,11 @@ class TissueMasker:
         for channel in channels:
             check_choice(channel, "TissueMasker.channels", tuple(_CHANNELS))
         check_choice(self.combine, "TissueMasker.combine", ("and", "or"))
+        if self.artifacts is not None and not isinstance(self.artifacts, ArtifactMasker):
+            raise ParameterError(
+                "TissueMasker.artifacts must be an ArtifactMasker or None, got "
+                f"{type(self.artifacts).__name__}"
+            )
         if self.threshold is not None:
             t = self.threshold
             values = tuple(t) if isinstance(t, Sequence) else (t,) * len(channels)
@@ -285,6 +300,12 @@ class TissueMasker:
         pixel_um = mpp0 * downsample
         array = self.detect(rgb, pixel_um)
         mask = TissueMask(array, downsample, slide.dimensions, mpp=slide_mpp(slide))
+        if self.artifacts is not None:
+            found = self.artifacts.detect(slide, tissue=mask)
+            kept = _remove_small(array & ~found.any, self.min_tissue_area_um2 / pixel_um**2)
+            mask = TissueMask(
+                kept, downsample, slide.dimensions, mpp=slide_mpp(slide), artifacts=found
+            )
         logger.debug(
             "tissue of %s: level %d (%.3g µm/px), %.1f %% tissue",
             slide.name,
@@ -330,7 +351,7 @@ class TissueMasker:
             low = (0, 0, math.ceil(self.glass_value))
             high = (179, math.floor(self.glass_saturation), 255)
             tissue &= cv2.inRange(hsv, low, high) == 0
-        if self.exclude_pen:
+        if self.exclude_pen and self.artifacts is None:
             pen = pen_mask(hsv)
             if pen.any():
                 kernel = _ellipse(self.pen_margin_um / pixel_um)

@@ -1,0 +1,800 @@
+"""Artifacts out of the tissue mask: :class:`ArtifactMasker` and its :class:`ArtifactMask`.
+
+Real cohorts bring marker pen, tissue folds, out-of-focus areas and dust.  The
+masker finds each on the slide's own terms: every threshold is relative to the
+slide's tissue (its colours in optical density, its typical darkness, its own
+sharp areas), so a stain shift does not move them.
+
+* **pen** (low level, ~8 µm/px): colours outside the tissue's colour cone in
+  optical density (OD) — off the plane that the tissue's two stains span, or
+  beyond its hematoxylin or eosin end (blue, green, red ink) — and very dark
+  pixels (black ink), in pieces of at least ``pen_min_area_um2``;
+* **fold** (low level): tissue much darker than the slide's tissue *of the same
+  colour* (doubled tissue has the same stain ratio at about twice the OD; a
+  tumor nest is darker *and* bluer, so it is not a fold), in pieces of at least
+  ``fold_min_area_um2``;
+* **blur** (mid level, ~1 µm/px, tiled): the ratio of fine to coarse detail (the
+  Laplacian's energy over that of a Gaussian-smoothed copy, in OD) on tiles of
+  ``blur_tile_um``, below ``blur_ratio`` times the slide's own sharp tissue;
+* **dust** (mid level): small specks whose colour is off the stain plane (dust
+  is grey: it adds the same OD to every channel), on glass and tissue, of at
+  most ``dust_max_area_um2``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cervixwsi.slide import ArraySlide
+>>> from cervixwsi.tissue import ArtifactMask, ArtifactMasker
+>>> image = np.full((256, 256, 3), 240, np.uint8)
+>>> image[40:220, 30:230] = (200, 120, 180)      # H&E-pink tissue
+>>> image[120:150, 30:230] = (30, 60, 150)       # a blue pen stroke across it
+>>> art = ArtifactMasker(causes=("pen",)).detect(ArraySlide(image, mpp=8.0))
+>>> round(art.fractions()["pen"], 2), bool(art.cause("pen")[135, 128])
+(0.11, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from cervixwsi._validate import check_choice, check_fraction, check_real
+from cervixwsi.errors import ParameterError, RegionError
+from cervixwsi.geometry import Raster, resolve_level, slide_mpp
+from cervixwsi.tissue._filters import _ellipse, _remove_small
+from cervixwsi.tissue._slidelike import SlideLike
+
+if TYPE_CHECKING:
+    from cervixwsi.tissue._mask import TissueMask
+
+__all__ = ["CAUSES", "ArtifactMask", "ArtifactMasker"]
+
+logger = logging.getLogger(__name__)
+
+#: Names of the causes an :class:`ArtifactMask` labels, in the order of their codes (1, 2, ...).
+CAUSES: tuple[str, ...] = ("pen", "fold", "blur", "dust")
+# Where causes overlap, the one drawn last wins: pen over dust over fold over blur.
+_PRECEDENCE = ("blur", "fold", "dust", "pen")
+_MAX_LEVEL_PIXELS = 2**28
+_BLOCK_TILES = 16  # blur/dust pass: tiles per block side read at once
+
+
+class ArtifactMask(Raster):
+    """A label image of artifacts over a whole slide: a uint8 :class:`~cervixwsi.geometry.Raster`.
+
+    Each pixel holds 0 (no artifact) or the code of one cause:
+    :attr:`PEN` (1), :attr:`FOLD` (2), :attr:`BLUR` (3), :attr:`DUST` (4).  When
+    causes overlap the pixel holds one of them (pen before dust before fold
+    before blur).
+
+    Parameters
+    ----------
+    array : array_like
+        2-D integer labels in ``0..4``.
+    downsample, slide_dimensions, mpp
+        As for :class:`~cervixwsi.geometry.Raster`.
+
+    Raises
+    ------
+    ParameterError
+        If the array holds a value that is not a code.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((4, 4), np.uint8); a[0, :2] = ArtifactMask.PEN; a[3, 3] = ArtifactMask.DUST
+    >>> m = ArtifactMask(a, 8, (32, 32))
+    >>> m.cause("pen").sum(), m.any.sum(), m.fractions()["dust"]
+    (np.int64(2), np.int64(3), 0.0625)
+    """
+
+    NONE: ClassVar[int] = 0
+    PEN: ClassVar[int] = 1
+    FOLD: ClassVar[int] = 2
+    BLUR: ClassVar[int] = 3
+    DUST: ClassVar[int] = 4
+    #: Cause names in the order of their codes.
+    CAUSES: ClassVar[tuple[str, ...]] = CAUSES
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        array: npt.ArrayLike,
+        downsample: float,
+        slide_dimensions: tuple[int, int],
+        *,
+        mpp: float | None = None,
+    ) -> None:
+        arr = np.asarray(array)
+        if arr.ndim == 2 and arr.size and (arr.min() < 0 or arr.max() > len(CAUSES)):
+            raise ParameterError(
+                f"ArtifactMask labels must be in 0..{len(CAUSES)} (0 none, then {CAUSES}), "
+                f"got values from {arr.min()} to {arr.max()}"
+            )
+        super().__init__(arr.astype(np.uint8), downsample, slide_dimensions, mpp=mpp)
+
+    @classmethod
+    def code(cls, name: str) -> int:
+        """The label of the cause ``name`` (``"pen"`` is 1, ..., ``"dust"`` is 4).
+
+        Examples
+        --------
+        >>> ArtifactMask.code("fold")
+        2
+        """
+        check_choice(name, "ArtifactMask.cause", CAUSES)
+        return CAUSES.index(name) + 1
+
+    @classmethod
+    def empty(cls, like: Raster) -> ArtifactMask:
+        """No artifact, on the grid of ``like``."""
+        return cls(
+            np.zeros(like.shape, np.uint8), like.downsample, like.slide_dimensions, mpp=like.mpp
+        )
+
+    @property
+    def array(self) -> npt.NDArray[np.uint8]:
+        """The labels, indexed ``[row, col]``."""
+        out: npt.NDArray[np.uint8] = self._array
+        return out
+
+    def cause(self, name: str) -> npt.NDArray[np.bool_]:
+        """Where the cause ``name`` (one of :data:`CAUSES`) was found: a bool array.
+
+        Raises
+        ------
+        ParameterError
+            If ``name`` is not a cause.
+        """
+        out: npt.NDArray[np.bool_] = self._array == self.code(name)
+        return out
+
+    @property
+    def any(self) -> npt.NDArray[np.bool_]:
+        """Where any artifact was found: a bool array."""
+        out: npt.NDArray[np.bool_] = self._array > 0
+        return out
+
+    def fractions(self, within: Raster | npt.ArrayLike | None = None) -> dict[str, float]:
+        """The fraction of the slide's area (or of ``within``) taken by each cause.
+
+        Parameters
+        ----------
+        within : Raster or array_like of bool, optional
+            Count only inside this region (e.g. the tissue before the artifacts
+            were removed): a boolean raster over the same slide (resampled to this
+            grid) or an array of this shape.  Default: the whole slide.
+
+        Returns
+        -------
+        dict
+            Cause name to area fraction in ``[0, 1]`` (0 when the region is empty).
+        """
+        if within is None:
+            region = np.ones(self.shape, bool)
+        elif isinstance(within, Raster):
+            if within.slide_dimensions != self.slide_dimensions:
+                raise ParameterError(
+                    f"ArtifactMask.fractions: within is over a slide of "
+                    f"{within.slide_dimensions}, the mask over {self.slide_dimensions}"
+                )
+            region = _fit(np.asarray(within.resample(self.downsample).array, bool), self.shape)
+        else:
+            region = np.asarray(within, bool)
+            if region.shape != self.shape:
+                raise ParameterError(
+                    f"ArtifactMask.fractions: within has shape {region.shape}, "
+                    f"the mask {self.shape}"
+                )
+        ys, ye, xs, xe = self.pixel_edges()
+        area = np.outer(ye - ys, xe - xs) * region
+        total = float(area.sum())
+        return {
+            name: float(area[self._array == k + 1].sum()) / total if total > 0 else 0.0
+            for k, name in enumerate(CAUSES)
+        }
+
+    def at_downsample(self, downsample: float) -> ArtifactMask:
+        """The labels at another level-0 downsample (each pixel takes the label under its centre).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> m = ArtifactMask(np.array([[1, 0], [0, 3]]), 4, (8, 8))
+        >>> m.at_downsample(2).array
+        array([[1, 1, 0, 0],
+               [1, 1, 0, 0],
+               [0, 0, 3, 3],
+               [0, 0, 3, 3]], dtype=uint8)
+        """
+        r = self.resample(downsample, method="nearest")
+        return ArtifactMask(r.array, r.downsample, r.slide_dimensions, mpp=r.mpp)
+
+    def on_grid(self, grid: Raster) -> ArtifactMask:
+        """The labels on the grid of ``grid`` (the same object when already on it)."""
+        if grid.slide_dimensions != self.slide_dimensions:
+            raise ParameterError(
+                f"ArtifactMask.on_grid: the grid is over a slide of {grid.slide_dimensions}, "
+                f"the mask over {self.slide_dimensions}"
+            )
+        if self.same_grid(grid):
+            return self
+        r = self.resample(grid.downsample, method="nearest")
+        arr = r.array[: grid.shape[0], : grid.shape[1]]
+        if arr.shape != grid.shape:  # a floor-shaped grid: pad its last row/column
+            arr = np.pad(
+                arr, ((0, grid.shape[0] - arr.shape[0]), (0, grid.shape[1] - arr.shape[1])), "edge"
+            )
+        return ArtifactMask(arr, grid.downsample, grid.slide_dimensions, mpp=self.mpp)
+
+
+# --- colour in optical density --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _StainCone:
+    """The tissue's colours in OD: the plane of its two stains and the span of hue in it."""
+
+    normal: npt.NDArray[np.float64]  # unit normal of the stain plane
+    e1: npt.NDArray[np.float64]  # in-plane unit vectors: e1 the mean tissue colour
+    e2: npt.NDArray[np.float64]
+    angle_lo: float  # span of in-plane angle (radians) of the tissue
+    angle_hi: float
+    plane_tol: float  # sine of the largest ordinary angle out of the plane
+
+    def angles(self, u: npt.NDArray[np.float32]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """``(in-plane angle, sine out of plane)`` of unit OD vectors ``(..., 3)``."""
+        return (
+            np.arctan2(u @ self.e2.astype(np.float32), u @ self.e1.astype(np.float32)),
+            np.abs(u @ self.normal.astype(np.float32)),
+        )
+
+    def distance(self, u: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        """Angle (radians) of unit OD vectors ``(..., 3)`` outside the tissue's cone (<= 0 in)."""
+        angle, off_plane = self.angles(u)
+        outside = np.maximum(self.angle_lo - angle, angle - self.angle_hi)
+        off = np.arcsin(np.clip(off_plane, 0, 1)) - math.asin(min(self.plane_tol, 1.0))
+        out: npt.NDArray[Any] = np.maximum(outside, off)
+        return out
+
+    def typical_od(
+        self, angle: npt.NDArray[Any], norm: npt.NDArray[Any], tissue: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[Any]:
+        """The tissue's median |OD| for its colour: per pixel, over tissue of the same hue."""
+        n_bins = 6
+        edges = np.linspace(self.angle_lo, self.angle_hi, n_bins + 1)
+        k = np.clip(np.searchsorted(edges, angle) - 1, 0, n_bins - 1)
+        values = norm[tissue]
+        overall = float(np.median(values)) if values.size else 0.0
+        kt = k[tissue]
+        typical = np.array(
+            [
+                float(np.median(values[kt == i])) if (kt == i).sum() >= 20 else overall
+                for i in range(n_bins)
+            ]
+        )
+        return typical[k]
+
+
+def _glass_rgb(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """The slide's glass colour: the median of its brightest tenth, at least 200 per channel."""
+    flat = rgb.reshape(-1, 3)
+    if not flat.size:
+        return np.full(3, 255.0, np.float32)
+    total = flat.astype(np.int32).sum(axis=1)
+    bright = flat[total >= np.percentile(total, 90)]
+    out: npt.NDArray[np.float32] = np.maximum(np.median(bright, axis=0), 200.0).astype(np.float32)
+    return out
+
+
+def _optical_density(
+    rgb: npt.NDArray[np.uint8], glass: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    od = np.log((glass + 1.0) / (rgb.astype(np.float32) + 1.0))
+    out: npt.NDArray[np.float32] = np.maximum(od, 0.0, dtype=np.float32)
+    return out
+
+
+def _unit(od: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    norm = np.sqrt((od * od).sum(axis=-1))
+    return od / np.maximum(norm, 1e-6)[..., None], norm
+
+
+def _stain_cone(
+    od: npt.NDArray[np.float32], tissue: npt.NDArray[np.bool_], reach: float
+) -> _StainCone | None:
+    """The colour cone of ordinary tissue, or None with too little tissue.
+
+    Fitted on the paler half of the tissue (ink and folds, the darkest things on a
+    slide, stay out even when they cover a third of it), then again on the tissue
+    up to the 80th percentile of OD within ``reach`` radians of that cone (the
+    denser, bluer tissue the paler half lacks).
+    """
+    u, norm = _unit(od)
+    sel = tissue & (norm > 0.15)
+    if sel.sum() < 50:
+        return None
+    lo, mid, hi = np.percentile(norm[sel], [5, 50, 80])
+    ref = sel & (norm >= lo) & (norm <= mid)
+    if ref.sum() < 50:
+        ref = sel
+    cone = _fit_cone(u[ref].astype(np.float64))
+    near = sel & (norm <= hi) & (cone.distance(u) <= reach)
+    if near.sum() >= 50:
+        cone = _fit_cone(u[near].astype(np.float64))
+    return cone
+
+
+def _fit_cone(vecs: npt.NDArray[np.float64]) -> _StainCone:
+    """The plane and angular span of unit OD vectors ``(n, 3)``."""
+    _, _, vt = np.linalg.svd(vecs, full_matrices=False)
+    normal = vt[2] / np.linalg.norm(vt[2])
+    mean = vecs.mean(axis=0)
+    e1 = mean - (mean @ normal) * normal
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(normal, e1)
+    angle = np.arctan2(vecs @ e2, vecs @ e1)
+    a_lo, a_hi = np.percentile(angle, [1, 99])
+    plane = float(np.percentile(np.abs(vecs @ normal), 99))
+    return _StainCone(
+        normal=normal,
+        e1=e1,
+        e2=e2,
+        angle_lo=float(a_lo),
+        angle_hi=float(a_hi),
+        plane_tol=plane,
+    )
+
+
+def _keep_large(mask: npt.NDArray[np.bool_], min_px: float) -> npt.NDArray[np.bool_]:
+    return _remove_small(np.ascontiguousarray(mask), min_px)
+
+
+def _dilate(mask: npt.NDArray[np.bool_], diameter_px: float) -> npt.NDArray[np.bool_]:
+    kernel = _ellipse(diameter_px)
+    if kernel is None or not mask.any():
+        return mask
+    out: npt.NDArray[np.bool_] = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    return out
+
+
+Cause = Literal["pen", "fold", "blur", "dust"]
+
+
+@dataclass(frozen=True)
+class ArtifactMasker:
+    """Find marker pen, tissue folds, out-of-focus areas and dust on a slide.
+
+    Composes with :class:`TissueMasker` (``TissueMasker(artifacts=ArtifactMasker())``
+    removes what it finds from the tissue mask) or works alone
+    (:meth:`detect`).  Every threshold is relative to the slide's own tissue (see
+    the module's description), so a stain shift does not break it.
+
+    Parameters
+    ----------
+    causes : sequence of {"pen", "fold", "blur", "dust"}
+        What to look for; default all four.
+    mpp : float
+        Resolution (µm/px) of the low level where pen and folds are found,
+        default 8.0 (read as :class:`TissueMasker` reads it: the coarsest level at
+        least this fine, averaged down to it).
+    level : int, optional
+        Read this level for pen and folds instead.
+    blur_mpp : float
+        Resolution (µm/px) where blur and dust are measured, default 1.0: the
+        level at least this fine is read tile by tile (only where there is
+        tissue) and averaged down to it.  At 2-4 µm/px only strong blur shows.
+    pen_angle_deg : float
+        A colour at least this far (degrees in OD space) outside the tissue's
+        colour cone (out of its stain plane, or beyond its hematoxylin or eosin
+        end) is ink; default 8.
+    pen_dark_factor : float
+        Pixels whose OD is this many times the tissue's median, and whose
+        colour is off the cone by a third of ``pen_angle_deg``, are ink (black
+        or very dense ink); default 3.0.
+    pen_min_area_um2 : float
+        Ink pieces smaller than this are ignored; default 10 000 µm².
+    fold_factor : float
+        Tissue whose OD is this many times the slide's typical OD for tissue of
+        its colour is folded; default 1.75 (doubled tissue has about 1.9).
+    fold_min_area_um2 : float
+        Fold pieces smaller than this are ignored (keratin pearls, dense
+        specks); default 20 000 µm².
+    blur_ratio : float
+        A tile is out of focus when its sharpness is under this fraction of the
+        slide's sharp tissue (the 75th percentile of its tiles that are all
+        tissue); in
+        ``(0, 1)``, default 0.55.
+    blur_tile_um : float
+        Side of the tiles whose sharpness is measured, default 64 µm.
+    blur_min_area_um2 : float
+        Out-of-focus pieces (8-connected tiles) smaller than this are ignored
+        (tissue with little fine detail, e.g. loose stroma); default 40 000 µm²
+        (about ten tiles).
+    dust_factor : float
+        Dust is grey and dark: its *smallest* channel OD (hematoxylin and eosin
+        each leave one channel pale) reaches this many times the 99.9th
+        percentile of the tissue's; default 1.5.
+    dust_min_od : float
+        ... and at least this (an absolute floor, for slides with little
+        tissue); default 0.8.
+    dust_max_area_um2 : float
+        Larger dark pieces are not dust; default 2 000 µm².
+    margin_um : float
+        Width of the band removed around every pen and fold piece (their paler
+        rims), default 16 µm.  Dust removes the low-level pixels its specks touch.
+    assumed_mpp : float
+        Level-0 µm/px for slides that do not record it; default 0.25.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.slide import ArraySlide
+    >>> image = np.full((200, 200, 3), 240, np.uint8)
+    >>> image[20:180, 20:180] = (200, 120, 180)
+    >>> art = ArtifactMasker().detect(ArraySlide(image, mpp=8.0))
+    >>> int(art.any.sum())  # clean tissue: nothing found
+    0
+    """
+
+    causes: tuple[Cause, ...] = ("pen", "fold", "blur", "dust")
+    mpp: float = 8.0
+    level: int | None = None
+    blur_mpp: float = 1.0
+    pen_angle_deg: float = 8.0
+    pen_dark_factor: float = 3.0
+    pen_min_area_um2: float = 10_000.0
+    fold_factor: float = 1.75
+    fold_min_area_um2: float = 20_000.0
+    blur_ratio: float = 0.55
+    blur_tile_um: float = 64.0
+    blur_min_area_um2: float = 40_000.0
+    dust_factor: float = 1.5
+    dust_min_od: float = 0.8
+    dust_max_area_um2: float = 2_000.0
+    margin_um: float = 16.0
+    assumed_mpp: float = 0.25
+
+    def _validate(self) -> None:
+        causes: Any = self.causes
+        if isinstance(causes, str) or not isinstance(causes, Iterable):
+            raise ParameterError(
+                f"ArtifactMasker.causes must be a sequence of names from {CAUSES}, got {causes!r}"
+            )
+        for cause in causes:
+            check_choice(cause, "ArtifactMasker.causes", CAUSES)
+        for name in ("mpp", "blur_mpp", "assumed_mpp", "blur_tile_um", "fold_factor"):
+            check_real(getattr(self, name), f"ArtifactMasker.{name}", min=0, min_open=True)
+        if self.fold_factor <= 1:
+            raise ParameterError(
+                f"ArtifactMasker.fold_factor must be greater than 1, got {self.fold_factor!r}"
+            )
+        check_real(self.pen_dark_factor, "ArtifactMasker.pen_dark_factor", min=1)
+        check_real(self.dust_factor, "ArtifactMasker.dust_factor", min=0, min_open=True)
+        check_real(self.pen_angle_deg, "ArtifactMasker.pen_angle_deg", min=0, max=90, min_open=True)
+        check_fraction(self.blur_ratio, "ArtifactMasker.blur_ratio")
+        for name in (
+            "pen_min_area_um2",
+            "fold_min_area_um2",
+            "blur_min_area_um2",
+            "dust_min_od",
+            "dust_max_area_um2",
+            "margin_um",
+        ):
+            check_real(getattr(self, name), f"ArtifactMasker.{name}", min=0)
+
+    def choose_level(self, slide: SlideLike) -> int:
+        """The low level read for pen and folds (the rule of :meth:`TissueMasker.choose_level`)."""
+        self._validate()
+        if self.level is not None:
+            return resolve_level(slide, level=self.level, owner="ArtifactMasker")
+        return resolve_level(
+            slide, mpp=self.mpp, assumed_mpp=self.assumed_mpp, owner="ArtifactMasker"
+        )
+
+    def _read_low(self, slide: SlideLike) -> tuple[npt.NDArray[np.uint8], float, float]:
+        """The low level's RGB, its level-0 downsample and its µm per pixel."""
+        level = self.choose_level(slide)
+        width_k, height_k = slide.level_dimensions[level]
+        if width_k * height_k > _MAX_LEVEL_PIXELS:
+            raise RegionError(
+                f"artifact detection reads one whole level, and level {level} of slide "
+                f"{slide.name!r} is {width_k}x{height_k} pixels: give the slide a pyramid "
+                "(cervixwsi.slide.write_pyramid) or choose a coarser level"
+            )
+        rgb = np.asarray(slide.read_level(level))
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise RegionError(
+                f"slide {slide.name!r} level {level} gave pixels of shape {rgb.shape} and dtype "
+                f"{rgb.dtype}; expected (h, w, 3) uint8 RGB"
+            )
+        downsample = float(slide.level_downsamples[level])
+        mpp0 = slide_mpp(slide, self.assumed_mpp)
+        assert mpp0 is not None
+        if self.level is None and mpp0 * downsample < self.mpp / 1.01:
+            downsample = self.mpp / mpp0
+            width0, height0 = slide.dimensions
+            size = (math.ceil(width0 / downsample), math.ceil(height0 / downsample))
+            rgb = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+        return rgb, downsample, mpp0 * downsample
+
+    def detect(self, slide: SlideLike, tissue: TissueMask | None = None) -> ArtifactMask:
+        """Find the artifacts of ``slide``.
+
+        Parameters
+        ----------
+        slide : SlideLike
+            The slide.
+        tissue : TissueMask, optional
+            The slide's tissue (before artifacts are removed): its colours are
+            the reference, and the result is on its grid.  Default: the low
+            level's pixels darker than glass are the reference, and the result is
+            on the low level's grid.
+
+        Returns
+        -------
+        ArtifactMask
+
+        Raises
+        ------
+        ParameterError
+            If a parameter is invalid (named in the message).
+        RegionError
+            If a level to read is missing or too large to read whole.
+        """
+        self._validate()
+        rgb, downsample, pixel_um = self._read_low(slide)
+        rows, cols = rgb.shape[:2]
+        mpp = slide_mpp(slide)
+        grid = Raster(np.zeros(rgb.shape[:2], np.uint8), downsample, slide.dimensions, mpp=mpp)
+        labels = np.zeros(rgb.shape[:2], np.uint8)
+        glass = _glass_rgb(rgb)
+        od = _optical_density(rgb, glass)
+        u, norm = _unit(od)
+        if tissue is not None:
+            if tissue.slide_dimensions != tuple(slide.dimensions):
+                raise ParameterError(
+                    f"ArtifactMasker.detect: the tissue mask is over a slide of "
+                    f"{tissue.slide_dimensions}, slide {slide.name!r} is {slide.dimensions}"
+                )
+            ref = tissue.resample(downsample, method="area").array
+            ref = _fit(np.asarray(ref >= 0.5), (rows, cols))
+        else:
+            ref = norm > 0.15
+        cone = _stain_cone(od, ref, math.radians(self.pen_angle_deg) / 2)
+        found: dict[str, npt.NDArray[np.bool_]] = {}
+        if cone is not None:
+            distance = cone.distance(u)
+            usual = ref & (norm > 0.15) & (distance <= math.radians(self.pen_angle_deg) / 3)
+            median_od = float(np.median(norm[usual])) if usual.any() else 0.15
+            if "pen" in self.causes:
+                found["pen"] = self._pen(distance, norm, median_od, pixel_um)
+            if "fold" in self.causes:
+                pen = found.get("pen", np.zeros_like(ref))
+                angle, _ = cone.angles(u)
+                typical = cone.typical_od(angle, norm, ref & ~pen & (norm > 0.15))
+                found["fold"] = self._fold(typical, norm, ref & ~pen, pixel_um)
+            if "blur" in self.causes or "dust" in self.causes:
+                blur, dust = self._fine_pass(slide, cone, glass, ref, downsample)
+                if "blur" in self.causes:
+                    found["blur"] = blur & ref
+                if "dust" in self.causes:
+                    found["dust"] = dust
+        for name in _PRECEDENCE:
+            if name in found:
+                labels[found[name]] = CAUSES.index(name) + 1
+        art = ArtifactMask(labels, downsample, slide.dimensions, mpp=mpp)
+        logger.debug(
+            "artifacts of %s: %s",
+            slide.name,
+            {k: round(100 * v, 2) for k, v in art.fractions().items()},
+        )
+        if tissue is not None:
+            return art.on_grid(tissue)
+        return art.on_grid(grid)
+
+    # --- the causes ------------------------------------------------------------------------
+
+    def _pen(
+        self,
+        distance: npt.NDArray[Any],
+        norm: npt.NDArray[np.float32],
+        median_od: float,
+        pixel_um: float,
+    ) -> npt.NDArray[np.bool_]:
+        limit = math.radians(self.pen_angle_deg)
+        coloured = (distance > limit) & (norm > 0.3)
+        dark = (norm > self.pen_dark_factor * median_od) & (distance > limit / 3)
+        ink = coloured | dark
+        ink = _keep_large(ink, self.pen_min_area_um2 / pixel_um**2)
+        return _dilate(ink, 2 * self.margin_um / pixel_um)
+
+    def _fold(
+        self,
+        typical: npt.NDArray[Any],
+        norm: npt.NDArray[np.float32],
+        tissue: npt.NDArray[np.bool_],
+        pixel_um: float,
+    ) -> npt.NDArray[np.bool_]:
+        smooth = cv2.GaussianBlur(norm, (0, 0), max(0.5, 8.0 / pixel_um))
+        dense = tissue & (smooth > self.fold_factor * typical)
+        dense = _keep_large(dense, self.fold_min_area_um2 / pixel_um**2)
+        return _dilate(dense, 2 * self.margin_um / pixel_um) & tissue
+
+    def _fine_pass(
+        self,
+        slide: SlideLike,
+        cone: _StainCone,
+        glass: npt.NDArray[np.float32],
+        tissue: npt.NDArray[np.bool_],
+        low_downsample: float,
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Blur (tile sharpness) and dust (small grey specks) at ``blur_mpp``, on the low grid."""
+        mpp0 = slide_mpp(slide, self.assumed_mpp)
+        assert mpp0 is not None
+        level = resolve_level(
+            slide, mpp=self.blur_mpp, assumed_mpp=self.assumed_mpp, owner="ArtifactMasker"
+        )
+        level_ds = float(slide.level_downsamples[level])
+        ds = max(level_ds, self.blur_mpp / mpp0)  # level-0 px per working pixel
+        pixel_um = mpp0 * ds
+        tile_px = max(8, round(self.blur_tile_um / pixel_um))
+        tile0 = tile_px * ds  # level-0 px per tile
+        width0, height0 = slide.dimensions
+        rows_t, cols_t = math.ceil(height0 / tile0), math.ceil(width0 / tile0)
+        low = Raster(tissue, low_downsample, slide.dimensions)
+        tile_tissue = low.resample(tile0, method="area").array[:rows_t, :cols_t]
+        scores = np.full((rows_t, cols_t), np.nan)
+        dust_low = np.zeros(tissue.shape, bool)
+        margin = 4  # working px read around each block (filters and specks at its edge)
+        dust_max_px = self.dust_max_area_um2 / pixel_um**2
+        bins = np.linspace(0.0, 6.0, 601)
+        histogram = np.zeros(len(bins) - 1, np.int64)  # smallest-channel OD of tissue pixels
+        specks: list[tuple[float, npt.NDArray[np.intp]]] = []  # (peak, low-grid flat indices)
+        for bj in range(0, rows_t, _BLOCK_TILES):
+            for bi in range(0, cols_t, _BLOCK_TILES):
+                sub = tile_tissue[bj : bj + _BLOCK_TILES, bi : bi + _BLOCK_TILES]
+                if not (sub > 0).any():
+                    continue
+                x0 = bi * tile0 - margin * ds
+                y0 = bj * tile0 - margin * ds
+                n_px = (sub.shape[1] * tile_px + 2 * margin, sub.shape[0] * tile_px + 2 * margin)
+                rgb = _read_block(slide, level, level_ds, ds, x0, y0, n_px)
+                od = _optical_density(rgb, glass)
+                total = od.sum(axis=2)
+                if "blur" in self.causes:
+                    inner = total[margin:-margin, margin:-margin]
+                    scores[bj : bj + sub.shape[0], bi : bi + sub.shape[1]] = _sharpness(
+                        inner, tile_px, sub.shape
+                    )
+                if "dust" in self.causes:
+                    smallest = od.min(axis=2)
+                    inner = smallest[margin:-margin, margin:-margin]
+                    histogram += np.histogram(
+                        inner[total[margin:-margin, margin:-margin] > 0.45], bins
+                    )[0]
+                    specks += _dark_specks(
+                        smallest,
+                        self.dust_min_od,
+                        dust_max_px,
+                        margin,
+                        ds,
+                        x0,
+                        y0,
+                        low_downsample,
+                        tissue.shape,
+                    )
+        blur_tiles = np.zeros((rows_t, cols_t), bool)
+        valid = np.isfinite(scores) & (tile_tissue >= 0.5)
+        full = valid & (tile_tissue >= 0.9)
+        if full.sum() >= 8:
+            reference = float(np.percentile(scores[full], 75))
+            blur_tiles = valid & (scores < self.blur_ratio * reference)
+            blur_tiles = _keep_large(blur_tiles, self.blur_min_area_um2 / (tile0 * mpp0) ** 2)
+        blur_raster = Raster(blur_tiles, tile0, slide.dimensions)
+        blur_low = blur_raster.resample(low_downsample, method="nearest").array
+        blur_low = _fit(np.asarray(blur_low, bool), tissue.shape)
+        if specks and histogram.sum() > 0:
+            cdf = np.cumsum(histogram) / histogram.sum()
+            q999 = float(bins[min(int(np.searchsorted(cdf, 0.999)) + 1, len(bins) - 1)])
+            floor = max(self.dust_min_od, self.dust_factor * q999)
+            for peak, cells in specks:
+                if peak >= floor:
+                    dust_low.flat[cells] = True
+        return blur_low, dust_low
+
+
+def _dark_specks(
+    smallest: npt.NDArray[np.float32],
+    min_od: float,
+    max_px: float,
+    margin: int,
+    ds: float,
+    x0: float,
+    y0: float,
+    low_downsample: float,
+    low_shape: tuple[int, ...],
+) -> list[tuple[float, npt.NDArray[np.intp]]]:
+    """Small pieces where every channel is dark: ``(peak OD, low-grid flat indices)`` each."""
+    dark = (smallest > min_od).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, 8, cv2.CV_32S)
+    out: list[tuple[float, npt.NDArray[np.intp]]] = []
+    h, w = smallest.shape
+    for i in range(1, n):
+        left, top = stats[i, cv2.CC_STAT_LEFT], stats[i, cv2.CC_STAT_TOP]
+        cw, ch = stats[i, cv2.CC_STAT_WIDTH], stats[i, cv2.CC_STAT_HEIGHT]
+        if stats[i, cv2.CC_STAT_AREA] > max_px:
+            continue
+        cx, cy = left + cw / 2, top + ch / 2  # a speck belongs to the block holding its centre
+        if not (margin <= cx < w - margin and margin <= cy < h - margin):
+            continue
+        if left == 0 or top == 0 or left + cw >= w or top + ch >= h:
+            continue  # cut by the block's edge: larger than it looks
+        rr, cc = np.nonzero(labels[top : top + ch, left : left + cw] == i)
+        lx = np.clip(((cc + left + 0.5) * ds + x0) / low_downsample, 0, low_shape[1] - 1)
+        ly = np.clip(((rr + top + 0.5) * ds + y0) / low_downsample, 0, low_shape[0] - 1)
+        peak = float(smallest[top : top + ch, left : left + cw][rr, cc].max())
+        cells = np.unique(ly.astype(np.intp) * low_shape[1] + lx.astype(np.intp))
+        out.append((peak, cells))
+    return out
+
+
+def _fit(array: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    out = np.zeros(shape, bool)
+    r, c = min(shape[0], array.shape[0]), min(shape[1], array.shape[1])
+    out[:r, :c] = array[:r, :c]
+    return out
+
+
+def _read_block(
+    slide: SlideLike,
+    level: int,
+    level_ds: float,
+    ds: float,
+    x0: float,
+    y0: float,
+    size: tuple[int, int],
+) -> npt.NDArray[np.uint8]:
+    """``size`` working pixels (``ds`` level-0 px each) from level-0 ``(x0, y0)``, white outside."""
+    width0, height0 = slide.dimensions
+    w, h = size
+    out = np.full((h, w, 3), 255, np.uint8)
+    # the part inside the slide, in working pixels
+    c0, r0 = max(0, math.ceil(-x0 / ds)), max(0, math.ceil(-y0 / ds))
+    c1 = min(w, math.floor((width0 - x0) / ds))
+    r1 = min(h, math.floor((height0 - y0) / ds))
+    if c1 <= c0 or r1 <= r0:
+        return out
+    lx, ly = round(x0 + c0 * ds), round(y0 + r0 * ds)
+    lw = max(1, min(round((c1 - c0) * ds / level_ds), math.ceil((width0 - lx) / level_ds)))
+    lh = max(1, min(round((r1 - r0) * ds / level_ds), math.ceil((height0 - ly) / level_ds)))
+    rgb = np.asarray(slide.read_region((lx, ly), level, (lw, lh)))[..., :3]
+    if rgb.shape[:2] != (r1 - r0, c1 - c0):
+        rgb = cv2.resize(
+            np.ascontiguousarray(rgb), (c1 - c0, r1 - r0), interpolation=cv2.INTER_AREA
+        )
+    out[r0:r1, c0:c1] = rgb
+    return out
+
+
+def _sharpness(
+    od_total: npt.NDArray[np.float32], tile_px: int, shape: tuple[int, int]
+) -> npt.NDArray[np.float64]:
+    """Per tile: fine detail over coarse detail (Laplacian energy of OD vs a smoothed copy)."""
+    fine = cv2.Laplacian(od_total, cv2.CV_32F, ksize=1)
+    coarse = cv2.Laplacian(cv2.GaussianBlur(od_total, (0, 0), 2.0), cv2.CV_32F, ksize=1) * 4.0
+    rows, cols = shape
+    h, w = rows * tile_px, cols * tile_px
+    f = (fine[:h, :w] ** 2).reshape(rows, tile_px, cols, tile_px).mean(axis=(1, 3))
+    c = (coarse[:h, :w] ** 2).reshape(rows, tile_px, cols, tile_px).mean(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: npt.NDArray[np.float64] = np.where(c > 1e-8, np.sqrt(f / np.maximum(c, 1e-12)), np.nan)
+    return out
