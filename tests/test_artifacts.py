@@ -309,3 +309,38 @@ def test_bad_compositions_and_labels() -> None:
     assert ArtifactMask(np.zeros((2, 2)), 4, (8, 8)).fractions(
         Raster(np.zeros((2, 2), bool), 4, (8, 8))
     ) == dict.fromkeys(CAUSES, 0.0)
+
+
+def test_heatmap_overlay_outlines_each_removed_cause_in_its_colour() -> None:
+    from cervixwsi.heatmap import Heatmap, HeatmapInfo
+    from cervixwsi.heatmap._overlay import ARTIFACT_COLOURS
+
+    info = HeatmapInfo("s1", 256, 0, 1.0, 256.0, 0.5, "demo")
+    heatmap = Heatmap(
+        np.zeros((8, 8), np.float32),
+        256,
+        (2048, 2048),
+        tissue_mask=np.ones((8, 8), bool),
+        info=info,
+        mpp=0.5,
+    )
+    labels = np.zeros((64, 64), np.uint8)
+    labels[8:24, 8:24] = ArtifactMask.PEN
+    labels[40:56, 40:56] = ArtifactMask.FOLD
+    artifacts = ArtifactMask(labels, 32, (2048, 2048))
+    thumb = np.full((256, 256, 3), 230, np.uint8)
+    kwargs = {
+        "max_size": 256,
+        "alpha": 0.0,
+        "tissue_outline": False,
+        "colorbar": False,
+        "legend": False,
+        "scale_bar": False,
+    }
+    plain = heatmap.overlay(thumb, **kwargs)
+    drawn = heatmap.overlay(thumb, artifacts=artifacts, **kwargs)
+    assert (plain == thumb).all()
+    for cause, (r0, r1) in (("pen", (32, 96)), ("fold", (160, 224))):
+        box = drawn[r0 - 4 : r1 + 4, r0 - 4 : r1 + 4].reshape(-1, 3)
+        assert (box == ARTIFACT_COLOURS[cause]).all(axis=1).sum() > 100, cause
+    assert not (drawn.reshape(-1, 3) == ARTIFACT_COLOURS["blur"]).all(axis=1).any()

@@ -310,6 +310,7 @@ class Heatmap(Raster):
         colorbar: bool = True,
         legend: bool = True,
         scale_bar: bool = True,
+        artifacts: Raster | None = None,
     ) -> npt.NDArray[np.uint8]:
         """The heatmap in colour over the slide's thumbnail, as in the study's Fig. 5.
 
@@ -344,6 +345,10 @@ class Heatmap(Raster):
             Draw the legend of the outlines ("tissue", "ground truth").
         scale_bar : bool
             Draw a scale bar (at most a fifth of the picture's width).
+        artifacts : ArtifactMask, optional
+            What an :class:`~cervixwsi.tissue.ArtifactMasker` removed from the tissue
+            mask (``TissueMask.artifacts``): outlined in one colour per cause
+            (pen, fold, blur, dust) and listed in the legend.
 
         Returns
         -------
@@ -386,4 +391,5 @@ class Heatmap(Raster):
             colorbar=colorbar,
             legend=legend,
             scale_bar=scale_bar,
+            artifacts=artifacts,
         )
