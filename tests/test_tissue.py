@@ -805,3 +805,16 @@ def test_a_mask_shaped_like_a_pyramid_level_covers_the_whole_slide() -> None:
     assert mask.area_px == 81 and mask.area_um2 == 81
     assert mask.fraction(Box(0, 0, 9, 9)) == pytest.approx(1.0)
     assert mask.boxes() == [Box(0, 0, 9, 9)]
+
+
+def test_default_pen_colours_on_an_orange_shifted_stain_warn_and_point_to_the_artifact_masker() -> (
+    None
+):
+    rgb = np.full((64, 64, 3), 245, np.uint8)
+    rgb[8:56, 8:56] = (215, 120, 105)  # eosin shifted to orange-red: hue 4, saturation 131
+    with pytest.warns(
+        UserWarning, match=r"exclude_pen removed 100 % of the tissue.*ArtifactMasker"
+    ):
+        assert not TissueMasker(min_tissue_area_um2=0).detect(rgb, 8.0).any()
+    kept = TissueMasker(min_tissue_area_um2=0, exclude_pen=False).detect(rgb, 8.0)
+    assert kept[10:54, 10:54].all()

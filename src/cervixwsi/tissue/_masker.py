@@ -24,6 +24,8 @@ from cervixwsi.tissue._slidelike import SlideLike
 __all__ = ["TissueMasker"]
 
 logger = logging.getLogger(__name__)
+# Warn when the fixed ink colours leave less than this fraction of the tissue.
+_PEN_WARN_KEPT = 0.5
 
 Channel = Literal["saturation", "value"]
 # The largest level read whole (about 800 MB of RGB; 8 µm/px of a 13 x 13 cm slide).
@@ -360,7 +362,18 @@ class TissueMasker:
                 kernel = _ellipse(2 * self.pen_margin_um / pixel_um)
                 if kernel is not None:
                     pen = cv2.dilate(pen.view(np.uint8), kernel).view(np.bool_)
+                before = np.count_nonzero(tissue)
                 tissue &= ~pen
+                if before and np.count_nonzero(tissue) < _PEN_WARN_KEPT * before:
+                    warnings.warn(
+                        f"the marker-ink colours of exclude_pen removed "
+                        f"{100 * (1 - np.count_nonzero(tissue) / before):.0f} % of the tissue; "
+                        "if this slide's stain is shifted towards orange or red rather than "
+                        "covered in ink, use TissueMasker(artifacts=ArtifactMasker()) (pen "
+                        "found relative to the slide's own stain) or exclude_pen=False",
+                        UserWarning,
+                        stacklevel=3,
+                    )
         tissue = np.ascontiguousarray(tissue)
         kernel = _ellipse(self.closing_um / pixel_um)
         if kernel is not None:
