@@ -3,22 +3,23 @@
 A Keras model is large and slow to load, and pickling it into every task would send it
 over the network once per slide.  A :class:`ModelSpec` is what travels instead: the
 model's file and how to run it.  The first time a process calls :meth:`ModelSpec.load`
-it sets up TensorFlow (memory growth on every visible GPU, the CPU thread count) and
-loads the model; later calls in that process, from any task or thread, return the same
-object.
+it sets up TensorFlow (memory growth on every visible GPU, the process's own GPU
+among several, the CPU thread count) and loads the model; later calls in that process,
+from any task or thread, return the same object.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cervixwsi._validate import check_positive_int
+from cervixwsi._validate import check_int, check_positive_int, is_int
 from cervixwsi.errors import ParameterError, WeightsError
 
 __all__ = ["ModelSpec", "loaded_models"]
@@ -48,21 +49,44 @@ class ModelSpec:
         TensorFlow's (every core).  With several worker processes on one machine give
         each ``cores / workers``, or they compete for the same cores.
     memory_growth : bool
-        Turn on memory growth on every GPU the worker sees before the model is loaded
-        (default True), so that several workers can share a GPU and a worker takes only
-        the memory it uses.  Which GPUs a worker sees is set where it starts (see the
-        "Scaling out" tutorial: ``CUDA_VISIBLE_DEVICES`` per ``dask worker``).
+        True (default): memory growth on every GPU the worker sees, as
+        :mod:`cervixwsi.models` sets it when it imports TensorFlow (unless
+        ``CERVIXWSI_TF_MEMORY_GROWTH=0``), so that several workers can share a GPU and
+        a worker takes only the memory it uses.  False: turned off in the worker
+        (TensorFlow reserves most of its GPU's memory at the first operation).
+    gpu : "auto", int or None
+        Which GPU a worker process uses, set before it loads the model
+        (:func:`cervixwsi.models.assign_gpu`).  ``"auto"`` (default): on a machine
+        whose workers each see several GPUs, worker ``i`` (its Dask name on a
+        ``LocalCluster``, its number in a process pool: see
+        :func:`cervixwsi.models.worker_index`) uses GPU ``i % n`` and no other, so
+        ``n`` workers use every GPU; a worker that sees one GPU (started with its own
+        ``CUDA_VISIBLE_DEVICES``) uses it; workers started by dask-cuda (which lists
+        each worker's own GPU first) use their first.  An int ``k``: the ``k``-th GPU
+        the worker sees (``0`` with dask-cuda).  ``None``: every GPU stays visible
+        (TensorFlow computes on the first).  No GPU: ignored.
+    gpu_memory : int, optional
+        MiB of its GPU's memory a worker may use (a logical device of that size), so
+        that several workers share a GPU within bounds; default: no limit.  Needs
+        ``gpu`` not None.
     loader : callable, optional
         ``loader(path) -> predictor`` for a model of your own (an ONNX file, a
         scikit-learn pipeline, ...): called once per worker process instead of
-        cervixwsi's Keras loading (then ``engine``, ``threads`` and ``memory_growth``
-        are not used).  It is pickled to the workers: a top-level function.
+        cervixwsi's Keras loading (then ``engine``, ``threads``, ``memory_growth``,
+        ``gpu`` and ``gpu_memory`` are not used; call
+        :func:`cervixwsi.models.assign_gpu` in it to place a TensorFlow model of your
+        own).  It is pickled to the workers: a top-level function.
+
+    The TensorFlow settings apply once per process, at its first model: a process
+    that loads a second model keeps its devices and threads.
 
     Examples
     --------
     >>> spec = ModelSpec("models/patch_cnn.keras", engine="onnxruntime")
-    >>> spec.path.endswith("patch_cnn.keras"), spec.engine
-    (True, 'onnxruntime')
+    >>> spec.path.endswith("patch_cnn.keras"), spec.engine, spec.gpu
+    (True, 'onnxruntime', 'auto')
+    >>> ModelSpec("models/patch_cnn.keras", gpu=0, gpu_memory=8192).gpu_memory
+    8192
     """
 
     path: str | os.PathLike[str]
@@ -70,11 +94,27 @@ class ModelSpec:
     threads: int | None = None
     memory_growth: bool = True
     loader: Callable[[str], Any] | None = None
+    gpu: int | str | None = "auto"
+    gpu_memory: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", str(Path(self.path).absolute()))
         if self.threads is not None:
             check_positive_int(self.threads, "ModelSpec.threads")
+        if is_int(self.gpu):
+            object.__setattr__(self, "gpu", check_int(self.gpu, "ModelSpec.gpu", min=0))
+        elif self.gpu is not None and self.gpu != "auto":
+            raise ParameterError(
+                f"ModelSpec.gpu must be 'auto', a GPU index >= 0 or None, got {self.gpu!r}"
+            )
+        if self.gpu_memory is not None:
+            memory = check_positive_int(self.gpu_memory, "ModelSpec.gpu_memory")
+            object.__setattr__(self, "gpu_memory", memory)
+            if self.gpu is None:
+                raise ParameterError(
+                    "ModelSpec.gpu_memory limits the worker's own GPU: give gpu='auto' or "
+                    "a GPU index with it, not gpu=None"
+                )
         if self.loader is not None and not callable(self.loader):
             raise ParameterError(f"ModelSpec.loader must be callable, got {self.loader!r}")
 
@@ -122,7 +162,9 @@ class ModelSpec:
                 model = self.loader(self.file)
                 _LOADED[key] = model
             elif model is None:
-                _prepare_tensorflow(self.threads, self.memory_growth)
+                _prepare_tensorflow(
+                    self.threads, self.memory_growth, gpu=self.gpu, gpu_memory=self.gpu_memory
+                )
                 from cervixwsi.models import EnsembleClassifier, PatchClassifier
 
                 if where.is_dir():
@@ -140,19 +182,36 @@ def loaded_models() -> int:
         return len(_LOADED)
 
 
-def _prepare_tensorflow(threads: int | None, memory_growth: bool) -> None:
-    """Set up TensorFlow in this process, once, before it first runs anything."""
+def _gpu_index(gpu: int | str | None) -> int | None:
+    """The ``index`` for :func:`~cervixwsi.models.assign_gpu` of a ``ModelSpec.gpu``."""
+    if isinstance(gpu, int):
+        return gpu
+    # dask-cuda gives each worker every GPU, its own first (CUDA_VISIBLE_DEVICES rotated)
+    return 0 if "dask_cuda" in sys.modules else None
+
+
+def _prepare_tensorflow(
+    threads: int | None,
+    memory_growth: bool,
+    *,
+    gpu: int | str | None = None,
+    gpu_memory: int | None = None,
+) -> None:
+    """Set up TensorFlow in this process, once, before it first runs anything.
+
+    Memory growth (``True``: as the import set it; ``False``: off), then the process's
+    GPU (``gpu``: see :class:`ModelSpec`; ``None`` keeps every GPU, e.g. to train on
+    all), then the CPU threads.
+    """
     global _TF_READY
     if _TF_READY:
         return
+    from cervixwsi.models._devices import assign_gpu, configure_memory_growth
     from cervixwsi.models._tf import tf
 
-    if memory_growth:
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except (RuntimeError, ValueError) as exc:  # the GPU is already initialised
-                logger.warning("cannot turn on memory growth on %s: %s", gpu.name, exc)
+    configure_memory_growth(tf, None if memory_growth else False)
+    if gpu is not None:
+        assign_gpu(_gpu_index(gpu), memory_limit=gpu_memory)
     threading = tf.config.threading
     if threads is not None and threading.get_intra_op_parallelism_threads() != threads:
         try:

@@ -14,6 +14,9 @@ tests practical.
 - :class:`EnsembleClassifier` averages several predictors;
 - :func:`patch_dataset` gives a :class:`~cervixwsi.tiling.PatchStore` as a
   ``tf.data.Dataset`` of batches (the training pipeline, without augmentation).
+- :func:`assign_gpu` puts a worker process on one GPU (round robin by
+  :func:`worker_index`); :func:`training_strategy` is what training runs under
+  (TensorFlow's mirrored strategy over every GPU when there are several).
 
 Inference runs on TensorFlow or, with ``engine="onnxruntime"``, on the same
 network exported to ONNX and checked against TensorFlow (about 1.3× faster on
@@ -26,7 +29,9 @@ This is the only cervixwsi module that uses TensorFlow, and it imports it
 only when a model is built, trained or loaded. Before TensorFlow is first
 imported it sets ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN kernels: 1.3-2.6× faster
 on CPUs where TensorFlow leaves them off) and ``TF_CPP_MIN_LOG_LEVEL=3``
-unless the user has set them. Nothing is ever downloaded.
+unless the user has set them, and right after the import it turns on memory
+growth on every GPU (each process takes only the GPU memory it uses;
+``CERVIXWSI_TF_MEMORY_GROWTH=0`` opts out). Nothing is ever downloaded.
 
 Quiet logs: TensorFlow's C++ code writes notes to standard error that read
 like failures but are not, such as ``E0000 ... oneDNN supports DT_UINT8 only
@@ -69,6 +74,7 @@ from cervixwsi.models._augment import (
 )
 from cervixwsi.models._classifier import PatchClassifier
 from cervixwsi.models._data import ArrayPatchSource, PatchSource, patch_dataset
+from cervixwsi.models._devices import assign_gpu, training_strategy, worker_index
 from cervixwsi.models._engine import ENGINES, EngineFallbackWarning
 from cervixwsi.models._ensemble import EnsembleClassifier
 from cervixwsi.models._training import TrainingHistory
@@ -83,10 +89,13 @@ __all__ = [
     "PatchClassifier",
     "PatchSource",
     "TrainingHistory",
+    "assign_gpu",
     "augment_patch",
     "build_model",
     "hed_to_rgb",
     "imagenet_weights_path",
     "patch_dataset",
     "rgb_to_hed",
+    "training_strategy",
+    "worker_index",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,26 @@ if TYPE_CHECKING:
 __all__ = ["PatchClassifier"]
 
 logger = logging.getLogger(__name__)
+
+
+def _float32_head(model: keras.Model) -> keras.Model:
+    """``model`` with its softmax layer computing in float32 (under a mixed-precision policy).
+
+    Under ``mixed_float16`` every layer computes in float16; the softmax and the loss
+    are more accurate in float32 (Keras' mixed-precision guide).  The same model
+    is returned when its softmax already computes in float32.
+    """
+    from cervixwsi.models._tf import keras
+
+    head = model.get_layer("predictions")
+    if head.dtype_policy.compute_dtype == "float32":
+        return model
+    outputs = keras.layers.Dense(
+        head.units, activation="softmax", dtype="float32", name="predictions"
+    )(model.get_layer("avg_pool").output)
+    new = keras.Model(model.inputs, outputs, name=model.name)
+    new.get_layer("predictions").set_weights(head.get_weights())
+    return new
 
 
 @dataclass(eq=False)
@@ -207,7 +228,9 @@ class PatchClassifier:
 
         if self.seed is not None:  # only then touch Keras' global generators
             keras.utils.set_random_seed(self.seed_)
-        model = build_model(self.arch, input_size=self.input_size, weights=self.weights)
+        model = _float32_head(
+            build_model(self.arch, input_size=self.input_size, weights=self.weights)
+        )
         schedule = PlateauExponentialDecay(self.learning_rate, self.decay_steps, self.decay_rate)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=schedule),
@@ -259,6 +282,7 @@ class PatchClassifier:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         resume: bool = True,
         restore_best: bool = True,
+        devices: Sequence[str] | None = None,
     ) -> PatchClassifier:
         """Train on patches: a PatchStore, a ``tf.data.Dataset`` or ``(patches, labels)``.
 
@@ -288,11 +312,36 @@ class PatchClassifier:
             With validation data, end with the weights of the epoch of lowest
             validation loss (the study kept its best validation model) rather
             than those of the last epoch. ``history_`` still covers every epoch.
+        devices : list of str, optional
+            Where to train (see :func:`~cervixwsi.models.training_strategy`). Default:
+            with two or more visible GPUs, all of them, data-parallel under
+            ``tf.distribute.MirroredStrategy``; with one GPU or none, TensorFlow's
+            default placement (the single-device code path). A list such as
+            ``["/gpu:0", "/gpu:1"]`` mirrors over those devices. ``batch_size``
+            stays the global batch: each of ``R`` devices computes ``batch_size / R``
+            patches of every step, so the recipe (steps per epoch, learning-rate
+            schedule) does not depend on the number of GPUs; raise ``batch_size``
+            (e.g. 32 per GPU) to keep many GPUs busy. Checkpoints, ``history_``
+            and saved files are the same whatever the devices, and a model trained
+            on several loads and predicts on one.
 
         Returns
         -------
         PatchClassifier
             ``self``, fitted.
+
+        Raises
+        ------
+        ParameterError
+            Bad parameters, or ``devices`` naming a device TensorFlow does not
+            see, or more devices than ``batch_size``.
+
+        Notes
+        -----
+        Under a mixed-precision global policy
+        (``keras.mixed_precision.set_global_policy("mixed_float16")``, set before
+        the classifier builds its model) the network computes in float16 with
+        float32 weights, the softmax layer in float32, and Keras scales the loss.
         """
         self._check_params()
         n_epochs = check_positive_int(
@@ -304,7 +353,48 @@ class PatchClassifier:
             if validation is None
             else as_patch_source(validation, "validation", self.input_size, 2)
         )
+        from cervixwsi.models._devices import training_strategy
 
+        strategy = training_strategy(devices, owner="PatchClassifier.fit.devices")
+        replicas = int(strategy.num_replicas_in_sync)
+        if replicas > 1:
+            if self.batch_size < replicas:
+                raise ParameterError(
+                    f"PatchClassifier.batch_size must be at least the number of devices "
+                    f"training shares each batch between ({replicas}), got {self.batch_size}"
+                )
+            logger.info(
+                "training on %d devices (%s): each computes about %d of the %d patches of a batch",
+                replicas,
+                type(strategy).__name__,
+                self.batch_size // replicas,
+                self.batch_size,
+            )
+        with strategy.scope():  # the model and its optimizer are made on every device
+            return self._fit(
+                train,
+                validation,
+                train_src,
+                val_src,
+                n_epochs,
+                checkpoint_dir,
+                resume=resume,
+                restore_best=restore_best,
+            )
+
+    def _fit(
+        self,
+        train: Any,
+        validation: Any,
+        train_src: Any,
+        val_src: Any,
+        n_epochs: int,
+        checkpoint_dir: str | os.PathLike[str] | None,
+        *,
+        resume: bool,
+        restore_best: bool,
+    ) -> PatchClassifier:
+        """:meth:`fit` after its checks, inside the training strategy's scope."""
         directory = None if checkpoint_dir is None else Path(checkpoint_dir)
         resumed = None
         if directory is not None:

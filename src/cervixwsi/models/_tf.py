@@ -18,6 +18,10 @@ temporary file, and everything it caught is written back to standard error
 afterwards except the log lines below the level and absl's note about them: the level
 then applies to every TensorFlow C++ log line.  With ``TF_CPP_MIN_LOG_LEVEL=0`` (all
 logs, e.g. to debug an import that crashes) nothing is caught.
+
+Right after the import, before TensorFlow runs anything, memory growth is turned on on
+every GPU it sees (:func:`cervixwsi.models._devices.configure_memory_growth`), unless
+``CERVIXWSI_TF_MEMORY_GROWTH=0`` or the GPUs were configured before.
 """
 
 from __future__ import annotations
@@ -114,10 +118,13 @@ def native_log_filtered(level: int) -> Iterator[None]:
 
 
 def _load() -> tuple[Any, Any]:
-    """Import TensorFlow and Keras (see the module docstring)."""
+    """Import TensorFlow and Keras (see the module docstring); turn on GPU memory growth."""
     with native_log_filtered(min_log_level()):
         import keras as keras_module
         import tensorflow
+    from cervixwsi.models._devices import configure_memory_growth
+
+    configure_memory_growth(tensorflow)  # before any operation; CERVIXWSI_TF_MEMORY_GROWTH=0: not
     return tensorflow, keras_module
 
 

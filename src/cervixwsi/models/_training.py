@@ -5,6 +5,12 @@ and the data and calls :func:`run_training`, which streams the data through the
 input pipeline and runs Keras' ``fit`` with one callback that records the
 :class:`TrainingHistory`, applies the ×0.1-on-plateau rule on top of the exponential
 decay, and writes the checkpoints after each epoch.
+
+It runs inside the scope of the training strategy
+(:func:`cervixwsi.models.training_strategy`): on several GPUs the model's variables
+are mirrored on each and Keras splits every batch between them; the callback's
+reads and writes (the plateau multiplier, the weights it checkpoints) are the same
+on one device or many.
 """
 
 from __future__ import annotations
@@ -159,8 +165,10 @@ def make_epoch_callback(
                 self._bar.close()
             logs = logs or {}
             model = self.model
-            schedule = model.optimizer._learning_rate  # the PlateauExponentialDecay
-            lr = float(keras.ops.convert_to_numpy(schedule(model.optimizer.iterations)))
+            # Adam, or the LossScaleOptimizer around it under a mixed-precision policy
+            optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+            schedule = optimizer._learning_rate  # the PlateauExponentialDecay
+            lr = float(keras.ops.convert_to_numpy(schedule(optimizer.iterations)))
             row = {
                 "epoch": float(epoch + 1),
                 "loss": float(logs.get("loss", math.nan)),
