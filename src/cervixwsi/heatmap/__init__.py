@@ -30,16 +30,21 @@ heatmap's tissue mask, on the same grid, is the pixels that were predicted.
 Modules: ``_heatmap`` (:class:`Heatmap`, :class:`HeatmapInfo`, saving and exporting),
 ``_overlay`` (the picture over the slide and its key), ``_generator``
 (:class:`PatchPredictor`, :class:`HeatmapGenerator`), ``_runstore`` (the zarr store of
-a resumable run) and ``_plan`` (the positions a run predicts).
+a resumable run), ``_plan`` (the positions a run predicts) and ``_mining``
+(:func:`mine_hard_negatives`, :func:`add_hard_negatives`: a first model's false
+positives on the training slides, added to its patch store as normal patches).
 """
 
 from cervixwsi.heatmap._generator import HeatmapGenerator, PatchPredictor
 from cervixwsi.heatmap._generator import predictor_name as predictor_name  # not in __all__
 from cervixwsi.heatmap._heatmap import Heatmap, HeatmapInfo
+from cervixwsi.heatmap._mining import add_hard_negatives, mine_hard_negatives
 
 __all__ = [
     "Heatmap",
     "HeatmapGenerator",
     "HeatmapInfo",
     "PatchPredictor",
+    "add_hard_negatives",
+    "mine_hard_negatives",
 ]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from cervixwsi._validate import check_choice, check_real
-from cervixwsi.errors import MetricsError
+from cervixwsi.errors import MetricsError, ParameterError
 from cervixwsi.geometry import Raster
 
-__all__ = ["detect_lesions"]
+__all__ = ["DetectionChoice", "choose_detection_params", "detect_lesions"]
 
 
 def _centres(
@@ -26,16 +28,27 @@ def _centres(
     return x, y
 
 
+#: The ``"smoothed_maxima"`` defaults, chosen by :func:`choose_detection_params` on the
+#: training cohort of ``benchmarks/bench_robustness.py`` (see the robustness page).
+SMOOTHED_SIGMA_UM = 64.0
+SMOOTHED_MIN_DISTANCE_UM = 64.0
+
+DetectionMethod = Literal["components", "nms", "smoothed_maxima"]
+METHODS: tuple[str, ...] = ("components", "nms", "smoothed_maxima")
+
+
 def detect_lesions(
     heatmap: Raster,
     *,
     threshold: float = 0.5,
-    method: Literal["components", "nms"] = "components",
+    method: DetectionMethod = "components",
     radius_um: float = 75.0,
+    sigma_um: float = SMOOTHED_SIGMA_UM,
+    min_distance_um: float = SMOOTHED_MIN_DISTANCE_UM,
 ) -> npt.NDArray[np.float64]:
     """Turn a tumor-probability heatmap into lesion detections for FROC.
 
-    Two documented strategies:
+    Three documented strategies:
 
     ``"components"``
         The pixels with probability ``>= threshold`` are grouped into
@@ -50,6 +63,22 @@ def detect_lesions(
         detection).  Needs the heatmap's ``mpp``.  Reports several detections
         for one large lesion, which the FROC protocol does not penalise (only
         the best counts, the others are dropped).
+    ``"smoothed_maxima"``
+        For scattered small lesions: the map is smoothed with a Gaussian of
+        standard deviation ``sigma_um`` (0: not smoothed), then every local
+        maximum of the smoothed map ``>= threshold`` is a detection
+        (:func:`skimage.feature.peak_local_max`), taken by decreasing
+        probability and dropped when a kept one lies within
+        ``min_distance_um`` (Euclidean; a plateau gives one detection per
+        ``min_distance_um``).  Its probability is the smoothed value.  Unlike
+        ``"components"``, lesions whose above-threshold pixels touch still get
+        a detection each once their peaks are apart; unlike ``"nms"``, a lone
+        noisy pixel is flattened by the smoothing instead of becoming a
+        confident false positive.  Needs the heatmap's ``mpp``.  The defaults
+        (``SMOOTHED_SIGMA_UM`` = 64 µm, ``SMOOTHED_MIN_DISTANCE_UM`` = 64 µm)
+        were chosen by :func:`choose_detection_params` on the training cohort
+        of ``benchmarks/bench_robustness.py`` (64 µm heatmap pixels: a sigma of
+        one pixel); choose them on your own training slides.
 
     NaN pixels (no tissue) count as probability 0.
 
@@ -59,11 +88,17 @@ def detect_lesions(
         Tumor probabilities over the slide (e.g. one pixel per patch).
     threshold : float
         Minimum probability of a detection (0.5, the study's heatmap threshold).
-    method : {"components", "nms"}
+    method : {"components", "nms", "smoothed_maxima"}
         The strategy, see above.
     radius_um : float
         Suppression radius in micrometres (``"nms"`` only; 75 µm, the
         protocol's merge distance of two lesions).
+    sigma_um : float
+        Standard deviation of the smoothing in micrometres, ``>= 0``
+        (``"smoothed_maxima"`` only).
+    min_distance_um : float
+        Least distance between two detections in micrometres, ``> 0``
+        (``"smoothed_maxima"`` only).
 
     Returns
     -------
@@ -75,9 +110,11 @@ def detect_lesions(
     Raises
     ------
     MetricsError
-        A non-numeric heatmap, or ``"nms"`` on a heatmap without ``mpp``.
+        A non-numeric heatmap, or ``"nms"`` / ``"smoothed_maxima"`` on a heatmap
+        without ``mpp``.
     ParameterError
-        A bad ``threshold``, ``method`` or ``radius_um``.
+        A bad ``threshold``, ``method``, ``radius_um``, ``sigma_um`` or
+        ``min_distance_um``.
 
     Examples
     --------
@@ -90,6 +127,14 @@ def detect_lesions(
     >>> detect_lesions(heat)
     array([[9.50e-01, 6.40e+02, 3.84e+02],
            [6.00e-01, 1.408e+03, 8.96e+02]])
+
+    Two lesions whose above-threshold pixels touch are one component, but two maxima:
+
+    >>> p = np.zeros((3, 8)); p[1, 1:7] = [0.6, 0.9, 0.7, 0.7, 0.95, 0.6]
+    >>> heat = Raster(p, 64, (512, 192), mpp=1.0)
+    >>> len(detect_lesions(heat)), len(detect_lesions(heat, method="smoothed_maxima",
+    ...                                               sigma_um=0, min_distance_um=128))
+    (1, 2)
     """
     from scipy import ndimage
 
@@ -97,7 +142,7 @@ def detect_lesions(
     if arr.dtype.kind not in "biuf":
         raise MetricsError(f"a heatmap must be numeric, got dtype {arr.dtype}")
     t = check_real(threshold, "detect_lesions.threshold")
-    check_choice(method, "detect_lesions.method", ("components", "nms"))
+    check_choice(method, "detect_lesions.method", METHODS)
     p = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if method == "components":
         above = p >= t
@@ -111,6 +156,10 @@ def detect_lesions(
         first = np.ones(order.size, bool)
         first[1:] = labels.ravel()[order[1:]] != labels.ravel()[order[:-1]]
         peaks = order[first]
+    elif method == "smoothed_maxima":
+        peaks, p = _smoothed_maxima(heatmap, p, t, sigma_um, min_distance_um)
+        if peaks.size == 0:
+            return np.zeros((0, 3), np.float64)
     else:  # "nms": check_choice refused anything else
         size_um = heatmap.pixel_size_um
         if size_um is None:
@@ -144,3 +193,173 @@ def detect_lesions(
     out = np.column_stack([p.ravel()[peaks], x, y])
     order = np.lexsort((peaks, -out[:, 0]))
     return np.asarray(out[order], np.float64)
+
+
+def _smoothed_maxima(
+    heatmap: Raster,
+    p: npt.NDArray[np.float64],
+    threshold: float,
+    sigma_um: float,
+    min_distance_um: float,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """The flat indices of the smoothed map's maxima ``>= threshold``, and that map."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    sigma = check_real(sigma_um, "detect_lesions.sigma_um", min=0)
+    spacing = check_real(min_distance_um, "detect_lesions.min_distance_um", min=0, min_open=True)
+    size_um = heatmap.pixel_size_um
+    if size_um is None:
+        raise MetricsError(
+            "method='smoothed_maxima' needs the heatmap's mpp (to convert sigma_um and "
+            "min_distance_um to pixels); build the Raster with mpp=..."
+        )
+    q = ndimage.gaussian_filter(p, sigma / size_um, mode="constant", cval=0.0) if sigma else p
+    peaks = peak_local_max(
+        q,
+        min_distance=max(1, math.ceil(spacing / size_um - 1e-9)),
+        threshold_abs=float(np.nextafter(threshold, -np.inf)),  # ">= threshold"
+        exclude_border=False,
+        p_norm=2,
+    )
+    flat = np.ravel_multi_index((peaks[:, 0], peaks[:, 1]), q.shape) if len(peaks) else peaks
+    return np.asarray(flat, np.intp).reshape(-1), np.asarray(q, np.float64)
+
+
+@dataclass(frozen=True)
+class DetectionChoice:
+    """The detection settings :func:`choose_detection_params` picked, and all it tried.
+
+    Attributes
+    ----------
+    method : str
+        ``"components"`` or ``"smoothed_maxima"`` (the best).
+    sigma_um, min_distance_um : float
+        Its smoothing and spacing (``"smoothed_maxima"``; NaN for ``"components"``).
+    threshold : float
+        The detection threshold used throughout.
+    froc : float
+        Its FROC score on the slides it was chosen on.
+    tried : tuple of (str, float, float, float, int)
+        Every candidate ``(method, sigma_um, min_distance_um, froc, false_positives)``
+        (the last: its detections outside every lesion, all slides together), in the
+        order tried.
+    """
+
+    method: str
+    sigma_um: float
+    min_distance_um: float
+    threshold: float
+    froc: float
+    tried: tuple[tuple[str, float, float, float, int], ...]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`detect_lesions` for this choice."""
+        if self.method == "components":
+            return {"method": "components", "threshold": self.threshold}
+        return {
+            "method": self.method,
+            "threshold": self.threshold,
+            "sigma_um": self.sigma_um,
+            "min_distance_um": self.min_distance_um,
+        }
+
+
+def choose_detection_params(
+    heatmaps: Mapping[str, Raster],
+    ground_truth: Mapping[str, Any],
+    *,
+    mpp: float | None = None,
+    sigmas_um: Sequence[float] = (0.0, 16.0, 32.0, 64.0),
+    min_distances_um: Sequence[float] = (64.0, 128.0, 256.0),
+    threshold: float = 0.5,
+    evaluator: Any | None = None,
+) -> DetectionChoice:
+    """Pick the detection settings with the best FROC on (training) slides.
+
+    Tries ``"components"`` and ``"smoothed_maxima"`` for every pair of
+    ``sigmas_um`` and ``min_distances_um``, scores each by
+    :class:`FROCEvaluator` against ``ground_truth``, and returns the best: the
+    highest FROC; on a tie (training slides are often detected perfectly), the
+    fewest false positives; then the first tried (``"components"``, then the
+    smallest values).  Choose on the training cohort only, and apply the choice to
+    the test cohort unchanged.
+
+    Parameters
+    ----------
+    heatmaps : mapping of str to Raster
+        Per slide id, its tumor-probability heatmap (with ``mpp``).
+    ground_truth : mapping of str to Raster, MaskSource or None
+        Per slide id, as for :meth:`FROCEvaluator.evaluate` (``None``: normal).
+    mpp : float, optional
+        Level-0 µm per pixel of every slide (needed for a ``MaskSource``).
+    sigmas_um, min_distances_um : sequence of float
+        The candidates (defaults suit heatmaps of 32-128 µm pixels).
+    threshold : float
+        Detection threshold for every candidate (0.5).
+    evaluator : FROCEvaluator, optional
+        How to score; default ``FROCEvaluator(progress=False)``.
+
+    Returns
+    -------
+    DetectionChoice
+        ``detect_lesions(heatmap, **choice.kwargs)`` applies it.
+
+    Raises
+    ------
+    MetricsError
+        If the heatmaps and the ground truth have other slide ids, or no slide
+        has a lesion to score on (from the evaluator).
+    ParameterError
+        If a candidate value is invalid or a candidate list is empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.geometry import Raster
+    >>> p = np.zeros((8, 16)); p[2, 2:12] = [.9, .95, .9, .6, .6, .85, .92, .85, .6, .6]
+    >>> p[6, 14] = 0.7                                         # a false positive
+    >>> truth = np.zeros((8, 16), bool); truth[2, 2:5] = truth[2, 7:10] = True
+    >>> choice = choose_detection_params(
+    ...     {"s": Raster(p, 256, (4096, 2048), mpp=0.5)},
+    ...     {"s": Raster(truth, 256, (4096, 2048), mpp=0.5)},
+    ...     sigmas_um=(0.0,), min_distances_um=(256.0,))
+    >>> choice.method, choice.froc, len(choice.tried)
+    ('smoothed_maxima', 1.0, 2)
+    """
+    from cervixwsi.metrics._evaluator import FROCEvaluator
+
+    t = check_real(threshold, "choose_detection_params.threshold")
+    sigmas = [check_real(v, "choose_detection_params.sigmas_um", min=0) for v in sigmas_um]
+    spacings = [
+        check_real(v, "choose_detection_params.min_distances_um", min=0, min_open=True)
+        for v in min_distances_um
+    ]
+    if not sigmas or not spacings:
+        raise ParameterError(
+            "choose_detection_params: sigmas_um and min_distances_um must each name at least "
+            "one value"
+        )
+    if set(heatmaps) != set(ground_truth):
+        raise MetricsError(
+            "choose_detection_params: heatmaps and ground_truth must have the same slide ids; "
+            f"only in heatmaps: {sorted(set(heatmaps) - set(ground_truth))}, only in "
+            f"ground_truth: {sorted(set(ground_truth) - set(heatmaps))}"
+        )
+    scorer = evaluator if evaluator is not None else FROCEvaluator(progress=False)
+    dims = {sid: h.slide_dimensions for sid, h in heatmaps.items()}
+    candidates: list[tuple[str, float, float]] = [("components", math.nan, math.nan)]
+    candidates += [("smoothed_maxima", s, d) for s in sigmas for d in spacings]
+    tried: list[tuple[str, float, float, float, int]] = []
+    for method, sigma, spacing in candidates:
+        kwargs: dict[str, Any] = {"threshold": t, "method": method}
+        if method == "smoothed_maxima":
+            kwargs.update(sigma_um=sigma, min_distance_um=spacing)
+        detections = {sid: detect_lesions(h, **kwargs) for sid, h in heatmaps.items()}
+        result = scorer.evaluate(ground_truth, detections, mpp=mpp, slide_dimensions=dims)
+        n_fp = int(sum(int(s.is_false_positive.sum()) for s in result.slides))
+        tried.append((method, sigma, spacing, float(result.score), n_fp))
+    best = max(range(len(tried)), key=lambda i: (tried[i][3], -tried[i][4], -i))
+    method, sigma, spacing, score, _ = tried[best]
+    return DetectionChoice(method, sigma, spacing, t, score, tuple(tried))

@@ -4,7 +4,9 @@ The store is one of cervixwsi's resumable stores (:mod:`cervixwsi._store`): it i
 (every patch position sampled and written) in a temporary sibling of its path and renamed
 into place, so an interrupted plan leaves nothing behind; the pixels are then filled in
 place, chunk by chunk, each chunk flagged done once written, so an interrupted fill
-resumes where it stopped.
+resumes where it stopped.  Patches added later (:meth:`PatchStore.add_patches`, e.g. mined
+hard negatives) go into ``additions/``: one zarr group per call and slide, written whole
+in a temporary sibling and renamed into place, so an interrupted addition is invisible.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi._store import StoreFormat, mark_complete
-from cervixwsi._validate import check_positive_int
-from cervixwsi.errors import ParameterError, PatchStoreError
+from cervixwsi._io import atomic_path
+from cervixwsi._store import StoreFormat, mark_complete, same_json
+from cervixwsi._validate import check_choice, check_positive_int, is_int
+from cervixwsi.errors import GeometryError, ParameterError, PatchStoreError
 from cervixwsi.geometry import Raster
-from cervixwsi.tiling._coords import IntArray, PatchCoords, read_patch
+from cervixwsi.tiling._coords import IntArray, PatchCoords, read_patch, read_patches
 from cervixwsi.tiling._plan import (
     Source,
     as_source,
@@ -67,6 +72,122 @@ _FORMAT = StoreFormat(
 )
 
 
+#: The source of the patches :meth:`PatchStore.build` planned.
+SAMPLED = "sampled"
+#: The folder of a store that holds the patches added after its plan, one group per call.
+_ADDITIONS = "additions"
+_LABELS = {"normal": 0, "tumor": 1}
+
+
+@dataclass(frozen=True, eq=False)
+class _Addition:
+    """One group of ``additions/``: patches of one slide, one label, one source."""
+
+    n: int
+    slide_index: int
+    label: int
+    source: str
+    x: IntArray
+    y: IntArray
+    tissue: npt.NDArray[np.float32]
+    patches: Any
+
+
+def _read_additions(folder: Path, n_slides: int) -> list[_Addition]:
+    """The additions in ``folder`` in name order (hidden temporary siblings skipped)."""
+    import zarr
+
+    if not folder.is_dir():
+        return []
+    out = []
+    for child in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        try:
+            group = zarr.open_group(str(child), mode="r", zarr_format=3)
+            attrs = dict(group.attrs)
+            x = np.asarray(group["x"][:], dtype=np.int64)
+            addition = _Addition(
+                n=len(x),
+                slide_index=int(attrs["slide_index"]),
+                label=int(attrs["label"]),
+                source=str(attrs["source"]),
+                x=x,
+                y=np.asarray(group["y"][:], dtype=np.int64),
+                tissue=np.asarray(group["tissue"][:], dtype=np.float32),
+                patches=group["patches"],
+            )
+        except Exception as exc:
+            raise PatchStoreError(
+                f"the added patches {child} of the patch store {folder.parent} are corrupt: {exc}"
+            ) from exc
+        if not 0 <= addition.slide_index < n_slides or addition.patches.shape[0] != addition.n:
+            raise PatchStoreError(
+                f"the added patches {child} of the patch store {folder.parent} are corrupt: "
+                f"slide index {addition.slide_index} of {n_slides} slides, "
+                f"{addition.patches.shape[0]} patches for {addition.n} positions"
+            )
+        out.append(addition)
+    return out
+
+
+# Masker parameters added since stores were first made, with the value that stores
+# recorded before them meant: an older store's masker lacks the key.
+_ADDED_MASKER_PARAMS: dict[str, Any] = {"artifacts": None}
+
+
+def _same_masker(old: Any, new: Any) -> bool:
+    """Whether two recorded tissue-masker parameters are the same masker.
+
+    A parameter added since a store was made (``artifacts``) counts as its value then
+    (``None``), so a store made before it resumes with a masker that leaves it unset.
+
+    Examples
+    --------
+    >>> _same_masker({"mpp": 8.0}, {"mpp": 8.0, "artifacts": None})
+    True
+    >>> _same_masker({"mpp": 8.0}, {"mpp": 8.0, "artifacts": {"causes": ["pen"]}})
+    False
+    """
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return same_json(old, new)
+    return same_json({**_ADDED_MASKER_PARAMS, **old}, {**_ADDED_MASKER_PARAMS, **new})
+
+
+def _label_value(label: Any) -> int:
+    """``"normal"``/``"tumor"`` (or 0/1) as the stored label."""
+    if isinstance(label, str):
+        return _LABELS[check_choice(label, "PatchStore.add_patches: label", tuple(_LABELS))]
+    if not is_int(label):
+        raise ParameterError(
+            f"PatchStore.add_patches: label must be 'normal', 'tumor', 0 or 1, got {label!r}"
+        )
+    return int(check_choice(int(label), "PatchStore.add_patches: label", (0, 1)))
+
+
+def _box_array(boxes: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    """``boxes`` (PatchCoords or (n, 4) level-0 ``x, y, w, h``) and their tissue fractions."""
+    if isinstance(boxes, PatchCoords):
+        return boxes.boxes(), np.asarray(boxes.tissue, np.float32)
+    try:
+        arr = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            "PatchStore.add_patches: boxes must be PatchCoords or an (n, 4) array of level-0 "
+            f"x, y, width, height, got {type(boxes).__name__}"
+        ) from None
+    if arr.size == 0 and arr.ndim >= 1:
+        arr = arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ParameterError(
+            "PatchStore.add_patches: boxes must be PatchCoords or an (n, 4) array of level-0 "
+            f"x, y, width, height, got {np.shape(boxes)!r}"
+        )
+    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
+        raise ParameterError(
+            "PatchStore.add_patches: boxes must be finite with a positive width and height"
+        )
+    return arr, np.full(len(arr), np.nan, np.float32)
+
+
 class PatchStore:
     """Extracted patches in a zarr store, with labels and where they came from.
 
@@ -83,7 +204,11 @@ class PatchStore:
     what the plan was drawn from, which a rerun of :meth:`build` must match: the
     slides (name, path, dimensions), the sampler's parameters and seed, a digest
     of each slide's tumor and tissue mask, and the tissue masker's parameters
-    (when it made the masks).
+    (when it made the masks).  Patches added after the plan
+    (:meth:`add_patches`, e.g. mined hard negatives) are in ``additions/``, one
+    zarr group each (``patches``, ``x``, ``y``, ``tissue``; attributes ``slide``,
+    ``slide_index``, ``label``, ``source``), read after the planned patches;
+    :attr:`sources` says where each patch came from.
 
     Each slide's patches are stored in raster order (bands one patch high,
     left to right; tumor and normal mixed), which makes extraction decode
@@ -119,7 +244,7 @@ class PatchStore:
                 name: group[name]
                 for name in ("patches", "labels", "x", "y", "slide_index", "tissue", "done")
             }
-            self._labels = np.asarray(self._arrays["labels"][:], dtype=np.int64)
+            self._base_labels = np.asarray(self._arrays["labels"][:], dtype=np.int64)
             self._done = np.asarray(self._arrays["done"][:], dtype=bool)
         except Exception as exc:
             raise PatchStoreError(
@@ -128,6 +253,16 @@ class PatchStore:
         self._attrs = opened.attrs
         self._identity = opened.identity
         self._chunk = int(self._arrays["patches"].chunks[0])
+        self._n_base = int(self._arrays["patches"].shape[0])
+        self._load_additions()
+
+    def _load_additions(self) -> None:
+        """Read the groups of ``additions/`` (patches added after the plan), in order."""
+        self._added = _read_additions(self._path / _ADDITIONS, len(self.slide_names))
+        self._labels = np.concatenate(
+            [self._base_labels, *(np.full(a.n, a.label, np.int64) for a in self._added)]
+        )
+        self._offsets = np.cumsum([self._n_base, *(a.n for a in self._added)])
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> PatchStore:
@@ -145,7 +280,7 @@ class PatchStore:
     # --- metadata -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self._arrays["patches"].shape[0])
+        return int(self._offsets[-1])
 
     def __repr__(self) -> str:
         state = "complete" if self.is_complete else "incomplete"
@@ -165,7 +300,11 @@ class PatchStore:
 
     @property
     def patches(self) -> Any:
-        """The zarr array of patches, ``(N, H, W, 3)`` uint8."""
+        """The zarr array of the planned patches, ``(N, H, W, 3)`` uint8.
+
+        Patches added with :meth:`add_patches` are not in it (they follow it in
+        :meth:`read`, :attr:`labels` and the other per-patch arrays).
+        """
         return self._arrays["patches"]
 
     @property
@@ -176,17 +315,37 @@ class PatchStore:
     @property
     def x(self) -> IntArray:
         """Level-0 left edges."""
-        return np.asarray(self._arrays["x"][:], dtype=np.int64)
+        base = np.asarray(self._arrays["x"][:], dtype=np.int64)
+        return np.concatenate([base, *(a.x for a in self._added)])
 
     @property
     def y(self) -> IntArray:
         """Level-0 top edges."""
-        return np.asarray(self._arrays["y"][:], dtype=np.int64)
+        base = np.asarray(self._arrays["y"][:], dtype=np.int64)
+        return np.concatenate([base, *(a.y for a in self._added)])
 
     @property
     def slide_index(self) -> npt.NDArray[np.int32]:
         """Per-patch index into :attr:`slide_names`."""
-        return np.asarray(self._arrays["slide_index"][:], dtype=np.int32)
+        base = np.asarray(self._arrays["slide_index"][:], dtype=np.int32)
+        return np.concatenate([base, *(np.full(a.n, a.slide_index, np.int32) for a in self._added)])
+
+    @property
+    def tissue(self) -> npt.NDArray[np.float32]:
+        """Per-patch tissue fraction (NaN for an added patch whose fraction was not given)."""
+        base = np.asarray(self._arrays["tissue"][:], dtype=np.float32)
+        return np.concatenate([base, *(a.tissue for a in self._added)])
+
+    @property
+    def sources(self) -> npt.NDArray[np.str_]:
+        """Where each patch came from: ``"sampled"`` (planned by :meth:`build`), or the
+        ``source`` it was added with by :meth:`add_patches` (e.g. ``"hard_negative"``).
+
+        Query it like any array, e.g. ``store.sources == "hard_negative"``.
+        """
+        parts = [np.full(self._n_base, SAMPLED), *(np.full(a.n, a.source) for a in self._added)]
+        out: npt.NDArray[np.str_] = np.concatenate(parts).astype(str)
+        return out
 
     @property
     def slide_names(self) -> tuple[str, ...]:
@@ -200,8 +359,12 @@ class PatchStore:
 
     @property
     def extracted(self) -> npt.NDArray[np.bool_]:
-        """Per patch: True when its pixels have been extracted (all True once complete)."""
-        return np.repeat(self._done, self._chunk)[: len(self)]
+        """Per patch: True when its pixels have been extracted (all True once complete).
+
+        Added patches are always extracted: an addition is written whole or not at all.
+        """
+        base = np.repeat(self._done, self._chunk)[: self._n_base]
+        return np.concatenate([base, np.ones(len(self) - self._n_base, bool)])
 
     @property
     def masker(self) -> TissueMasker | None:
@@ -215,6 +378,13 @@ class PatchStore:
         fields: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in dict(params).items()
         }
+        if isinstance(fields.get("artifacts"), dict):  # a masker with an ArtifactMasker
+            from cervixwsi.tissue import ArtifactMasker
+
+            recorded: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in fields["artifacts"].items()
+            }
+            fields["artifacts"] = ArtifactMasker(**recorded)
         return TissueMasker(**fields)
 
     @property
@@ -238,20 +408,28 @@ class PatchStore:
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise PatchStoreError(f"patch index out of range for a store of {n} patches")
         idx = np.where(idx < 0, idx + n, idx)
-        missing = ~self._done[idx // self._chunk] if idx.size else np.zeros(0, bool)
+        base = idx < self._n_base
+        missing = ~self._done[idx[base] // self._chunk] if base.any() else np.zeros(0, bool)
         if missing.any():
             raise PatchStoreError(
-                f"patch {int(idx[missing][0])} of {self._path} has not been extracted; "
+                f"patch {int(idx[base][missing][0])} of {self._path} has not been extracted; "
                 "run PatchStore.build again to finish it"
             )
-        if not idx.size:
-            return np.empty((0, self.patch_size, self.patch_size, 3), np.uint8)
-        unique, inverse = np.unique(idx, return_inverse=True)  # sorted: chunk by chunk
-        try:
-            data = np.asarray(self._arrays["patches"].oindex[unique], dtype=np.uint8)
-        except Exception as exc:
-            raise PatchStoreError(f"cannot read patches of {self._path}: {exc}") from exc
-        out: npt.NDArray[np.uint8] = data[inverse.reshape(-1)]
+        size = self.patch_size
+        out = np.empty((idx.size, size, size, 3), np.uint8)
+        # Part 0 is the planned patches, part k the k-th addition.
+        part = np.searchsorted(self._offsets, idx, side="right")
+        starts = np.concatenate([[0], self._offsets])
+        arrays = [self._arrays["patches"], *(a.patches for a in self._added)]
+        for k in np.unique(part):
+            here = np.flatnonzero(part == k)
+            local = idx[here] - starts[k]
+            unique, inverse = np.unique(local, return_inverse=True)  # sorted: chunk by chunk
+            try:
+                data = np.asarray(arrays[k].oindex[unique], dtype=np.uint8)
+            except Exception as exc:
+                raise PatchStoreError(f"cannot read patches of {self._path}: {exc}") from exc
+            out[here] = data[inverse.reshape(-1)]
         return out
 
     def iter_batches(
@@ -381,6 +559,215 @@ class PatchStore:
                         close()
         return cls(path)
 
+    # --- adding patches ---------------------------------------------------------------
+
+    def add_patches(
+        self,
+        slide: Any,
+        boxes: PatchCoords | npt.ArrayLike,
+        *,
+        label: str | int = "normal",
+        source: str = "hard_negative",
+    ) -> int:
+        """Add patches of one of the store's slides, e.g. mined hard negatives.
+
+        Each box is read as a patch of the store's size and resolution (the level
+        and downsample the store records for that slide) centred on the box: a box
+        of the store's patch extent (``patch_size`` x the slide's downsample, in
+        level-0 pixels) is read exactly at its corner.  The new patches are
+        ordinary patches of the store: :meth:`read`, :attr:`labels`,
+        :meth:`iter_batches`, :func:`~cervixwsi.models.patch_dataset` and
+        :meth:`PatchClassifier.fit <cervixwsi.models.PatchClassifier.fit>` see them
+        after the planned ones; :attr:`sources` records ``source`` for each.
+
+        Atomic and resumable: the patches are written into a new group of the
+        store's ``additions/`` folder, made in a temporary sibling and renamed into
+        place once whole, so an interruption (an error, Ctrl-C, a killed process)
+        leaves the store as it was (a killed process may leave a hidden
+        ``additions/.*.tmp`` folder, which is ignored and can be deleted).  A box
+        whose patch the store already holds for this slide (the same level-0
+        corner, planned or added) is skipped, as are repeated boxes, so running
+        the same call again adds nothing.
+
+        Stores written by cervixwsi before this method keep opening as they were
+        (they have no ``additions/``); an older cervixwsi reading a store with
+        additions sees only its planned patches.
+
+        Parameters
+        ----------
+        slide : Slide, ArraySlide, path or SyntheticSlide
+            One of the store's slides (matched by name, checked by dimensions).
+        boxes : PatchCoords or array_like (n, 4)
+            Level-0 ``x, y, width, height`` of each patch (``PatchCoords.boxes()``
+            of e.g. :func:`cervixwsi.heatmap.mine_hard_negatives`).  Their tissue
+            fractions are kept from ``PatchCoords`` (NaN from an array).
+        label : {"normal", "tumor"} or {0, 1}
+            The label of every added patch (default ``"normal"``).
+        source : str
+            What they are, recorded per patch (default ``"hard_negative"``); not
+            ``"sampled"``, which names the planned patches.
+
+        Returns
+        -------
+        int
+            The number of patches added (0 when every box was already there).
+
+        Warns
+        -----
+        UserWarning
+            When ``boxes`` is empty: nothing is added (a model without false
+            positives on a slide has no hard negatives there; not an error).
+
+        Raises
+        ------
+        ParameterError
+            If ``slide`` is not one of the store's slides, ``label`` or ``source``
+            is invalid, or ``boxes`` is not an ``(n, 4)`` array of finite boxes.
+        GeometryError
+            If the slide's dimensions differ from those the store recorded, or a
+            box's centre lies outside the slide.
+        PatchStoreError
+            If the patches cannot be written (the store is left as it was).
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile
+        >>> from cervixwsi.slide import ArraySlide
+        >>> rgb = np.full((512, 512, 3), 235, np.uint8); rgb[64:448, 64:448] = (190, 100, 170)
+        >>> slide = ArraySlide(rgb, mpp=1.0, name="demo")
+        >>> sampler = PatchSampler(n_normal_normal_slide=6, patch_size=64)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     store = PatchStore.build(folder + "/p.zarr", [slide], sampler, seed=0,
+        ...                              progress=False)
+        ...     boxes = [[128, 128, 64, 64], [192, 128, 64, 64]]
+        ...     first, again = store.add_patches(slide, boxes), store.add_patches(slide, boxes)
+        ...     print(first, again, len(store), store.sources[-3:].tolist())
+        2 0 8 ['sampled', 'hard_negative', 'hard_negative']
+        """
+        value = _label_value(label)
+        if not isinstance(source, str) or not source.strip() or source == SAMPLED:
+            raise ParameterError(
+                f"PatchStore.add_patches: source must be a non-empty name other than "
+                f"{SAMPLED!r} (which names the planned patches), got {source!r}"
+            )
+        box, tissue = _box_array(boxes)
+        item = as_source(slide, None)
+        try:
+            s = self._slide_number(item)
+            if not len(box):
+                warnings.warn(
+                    f"PatchStore.add_patches: no boxes given for slide {item.name!r}; "
+                    f"nothing added to {self._path}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return 0
+            coords = self._new_coords(item, s, box, tissue)
+            if len(coords):
+                self._write_addition(item, s, coords, value, source)
+        finally:
+            if item.owned:
+                close = getattr(item.slide, "close", None)
+                if close is not None:
+                    close()
+        self._load_additions()
+        return len(coords)
+
+    def _slide_number(self, item: Source) -> int:
+        """The index of ``item`` among the store's slides (by name, checked by size)."""
+        names = self.slide_names
+        if item.name not in names:
+            raise ParameterError(
+                f"PatchStore.add_patches: slide {item.name!r} is not one of the slides of "
+                f"{self._path} ({', '.join(map(repr, names))})"
+            )
+        s = names.index(item.name)
+        recorded = tuple(int(v) for v in self._identity["slides"][s]["dimensions"])
+        if tuple(item.slide.dimensions) != recorded:
+            raise GeometryError(
+                f"PatchStore.add_patches: slide {item.name!r} is {item.slide.dimensions[0]}x"
+                f"{item.slide.dimensions[1]} level-0 pixels, but the store's slide of that name "
+                f"was {recorded[0]}x{recorded[1]}"
+            )
+        return s
+
+    def _new_coords(
+        self,
+        item: Source,
+        s: int,
+        box: npt.NDArray[np.float64],
+        tissue: npt.NDArray[np.float32],
+    ) -> PatchCoords:
+        """The boxes as the store's patches of slide ``s``, less those it already holds."""
+        level = slide_levels(self._attrs)[s]
+        downsample = float(self._attrs["downsamples"][s])
+        extent = self.patch_size * downsample
+        cx, cy = box[:, 0] + box[:, 2] / 2, box[:, 1] + box[:, 3] / 2
+        width, height = item.slide.dimensions
+        outside = (cx < 0) | (cy < 0) | (cx >= width) | (cy >= height)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise GeometryError(
+                f"PatchStore.add_patches: box {box[i].tolist()} of slide {item.name!r} has its "
+                f"centre outside the slide ({width}x{height} level-0 pixels)"
+            )
+        x = np.floor(cx - extent / 2 + 0.5).astype(np.int64)
+        y = np.floor(cy - extent / 2 + 0.5).astype(np.int64)
+        mine = self.slide_index == s
+        held = set(zip(self.x[mine].tolist(), self.y[mine].tolist(), strict=True))
+        keep = np.zeros(len(x), bool)
+        for i, corner in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
+            if corner not in held:
+                held.add(corner)
+                keep[i] = True
+        return PatchCoords(
+            x[keep],
+            y[keep],
+            level=level,
+            size=self.patch_size,
+            downsample=downsample,
+            slide_dimensions=(int(width), int(height)),
+            tissue=tissue[keep],
+        )
+
+    def _write_addition(
+        self, item: Source, s: int, coords: PatchCoords, label: int, source: str
+    ) -> None:
+        """Write ``coords``' patches as a new group of ``additions/``, whole or not at all."""
+        import zarr
+
+        folder = self._path / _ADDITIONS
+        folder.mkdir(exist_ok=True)
+        taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+        target = folder / f"{max(taken, default=-1) + 1:06d}"
+        n, size, chunk = len(coords), self.patch_size, self._chunk
+        try:
+            with atomic_path(target) as tmp:
+                group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
+                for name, values in (("x", coords.x), ("y", coords.y), ("tissue", coords.tissue)):
+                    arr = group.create_array(name, shape=(n,), chunks=(n,), dtype=values.dtype)
+                    arr[:] = values
+                patches = group.create_array(
+                    "patches",
+                    shape=(n, size, size, 3),
+                    chunks=(min(chunk, n), size, size, 3),
+                    dtype=np.uint8,
+                    compressors=self._arrays["patches"].compressors or None,
+                )
+                for lo in range(0, n, chunk):
+                    hi = min(n, lo + chunk)
+                    patches[lo:hi] = read_patches(item.slide, coords, np.arange(lo, hi))
+                group.attrs.update(
+                    {"slide": item.name, "slide_index": s, "label": label, "source": source}
+                )
+        except OSError as exc:
+            if target.exists():
+                raise PatchStoreError(
+                    f"another process added patches to {self._path} at the same time "
+                    f"({target.name}); run add_patches again"
+                ) from exc
+            raise
+
     @classmethod
     def _plan(
         cls,
@@ -404,7 +791,7 @@ class PatchStore:
             identity,
             initialize,
             describe=describers([s.name for s in sources]),
-            compare={"sampler": same_sampler},
+            compare={"sampler": same_sampler, "masker": _same_masker},
         )
         return cls(path)
 
@@ -414,8 +801,8 @@ class PatchStore:
         group = _FORMAT.open(self._path, mode="r+").group
         patches, done_arr = group["patches"], group["done"]
         done = np.asarray(done_arr[:], dtype=bool)
-        n = len(self)
-        xs, ys, index = self.x, self.y, self.slide_index
+        n = self._n_base  # the planned patches (additions are written whole)
+        xs, ys, index = self.x[:n], self.y[:n], self.slide_index[:n]
         size = self.patch_size
         levels = slide_levels(self._attrs)
         downsamples = self._attrs["downsamples"]
