@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -120,6 +120,18 @@ class BaseSlide(abc.ABC):  # noqa: B024 - a reader provides tiles or regions
         for col, row in cells:
             yield col, row, self._tile(level, col, row)
 
+    def _region_tiles(
+        self, level: int, cells: list[tuple[int, int]], last_rows: int
+    ) -> Iterable[tuple[int, int, RGBImage | None]]:
+        """The tiles ``cells`` of one region (row by row), in any order.
+
+        The region uses the cells of its bottom tile row only down to their row
+        ``last_rows`` (exclusive), so a reader may return those tiles with only their
+        first ``last_rows`` rows (a TIFF JPEG tile decodes only those).  Default:
+        :meth:`_tiles`, whole tiles.
+        """
+        return self._tiles(level, cells)
+
     # --- geometry -----------------------------------------------------------------------
 
     @property
@@ -175,6 +187,8 @@ class BaseSlide(abc.ABC):  # noqa: B024 - a reader provides tiles or regions
 
     def _check_level(self, level: Any) -> int:
         """``level``, if the slide has it (:func:`cervixwsi.geometry.resolve_level`)."""
+        if type(level) is int and 0 <= level < len(self._level_dimensions):
+            return level  # what resolve_level answers, without its checks (hot read path)
         return resolve_level(self, level=check_int(level, "level"))
 
     def level_mpp(self, level: int) -> tuple[float, float] | None:
@@ -257,26 +271,40 @@ class BaseSlide(abc.ABC):  # noqa: B024 - a reader provides tiles or regions
     def _read_level_pixels(self, level: int, x0: int, y0: int, w: int, h: int) -> RGBImage:
         """Pixels ``[y0, y0 + h) x [x0, x0 + w)`` of a level, white outside it.
 
-        The single place where tiles are clipped and pasted into a region.
+        The single place where tiles are clipped and pasted into a region.  A region
+        inside one tile is one copy out of that tile; otherwise each tile's part is
+        written once into an output that is only pre-filled with white where the
+        region leaves the level.
         """
-        out = np.full((h, w, 3), 255, np.uint8)
         level_w, level_h = self._level_dimensions[level]
+        x1, y1 = x0 + w, y0 + h
         cx0, cy0 = max(x0, 0), max(y0, 0)
-        cx1, cy1 = min(x0 + w, level_w), min(y0 + h, level_h)
+        cx1, cy1 = min(x1, level_w), min(y1, level_h)
         if cx1 <= cx0 or cy1 <= cy0:
-            return out
+            return np.full((h, w, 3), 255, np.uint8)
         tile_w, tile_h = self._tile_size(level)
-        cells = [
-            (col, row)
-            for row in range(cy0 // tile_h, (cy1 - 1) // tile_h + 1)
-            for col in range(cx0 // tile_w, (cx1 - 1) // tile_w + 1)
-        ]
-        for col, row, tile in self._tiles(level, cells):
+        col0, col1 = cx0 // tile_w, (cx1 - 1) // tile_w
+        row0, row1 = cy0 // tile_h, (cy1 - 1) // tile_h
+        inside = cx0 == x0 and cy0 == y0 and cx1 == x1 and cy1 == y1
+        last_rows = cy1 - row1 * tile_h  # rows the region uses of its bottom row of tiles
+        if inside and col0 == col1 and row0 == row1:
+            _, _, tile = next(iter(self._region_tiles(level, [(col0, row0)], last_rows)))
             if tile is None:
-                continue
+                return np.full((h, w, 3), 255, np.uint8)
+            tx0, ty0 = col0 * tile_w, row0 * tile_h
+            region: RGBImage = tile[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0].copy()
+            return region
+        # Inside the level every pixel comes from a tile (or is a missing tile's white).
+        out = np.empty((h, w, 3), np.uint8) if inside else np.full((h, w, 3), 255, np.uint8)
+        cells = [(col, row) for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
+        for col, row, tile in self._region_tiles(level, cells, last_rows):
             tx0, ty0 = col * tile_w, row * tile_h
             ix0, iy0 = max(cx0, tx0), max(cy0, ty0)
             ix1, iy1 = min(cx1, tx0 + tile_w), min(cy1, ty0 + tile_h)
+            if tile is None:
+                if inside:
+                    out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = 255
+                continue
             out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = tile[
                 iy0 - ty0 : iy1 - ty0, ix0 - tx0 : ix1 - tx0
             ]

@@ -10,6 +10,7 @@ pixels later can only fail on tile data that does not decode.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ __all__ = [
     "TiffLayout",
     "TiffLevel",
     "inspect_tiff",
+    "jpeg_top_rows",
     "level_properties",
     "to_rgb",
 ]
@@ -76,6 +78,10 @@ class TiffLevel:
     decode: Callable[..., tuple[Any, Any, Any]]
     jpegtables: bytes | None
     jpegheader: bytes | None
+    #: A JPEG tile's bytes -> its pixels, straight through libjpeg-turbo, for baseline
+    #: 8-bit JPEG pages (``None`` otherwise): what ``decode`` does, without tifffile's
+    #: per-call work.  ``decode`` remains the fallback (lossless JPEG, odd colour spaces).
+    fast_decode: Callable[[bytes], npt.NDArray[Any]] | None = None
 
     @property
     def tiles_across(self) -> int:
@@ -233,6 +239,118 @@ def _pixel_format_problem(page: Any) -> str | None:
     return None
 
 
+def _jpeg_fast_decode(keyframe: Any) -> Callable[[bytes], npt.NDArray[Any]] | None:
+    """``imagecodecs.jpeg8_decode`` with the page's JPEG tables and colour spaces bound.
+
+    The same call, with the same arguments, that tifffile's own decoder makes for a
+    tile of ``keyframe`` (so the pixels are the same), or ``None`` when the page is not
+    8-bit JPEG or tifffile does not say which colour spaces it would use.
+    """
+    from tifffile import tifffile as tifffile_module
+
+    colorspaces = getattr(tifffile_module, "jpeg_decode_colorspace", None)
+    if (
+        int(keyframe.compression) != 7
+        or int(keyframe.bitspersample) != 8
+        or getattr(keyframe, "jpegheader", None) is not None  # NDPI-style strips
+        or colorspaces is None
+    ):
+        return None
+    try:
+        import imagecodecs
+
+        colorspace, outcolorspace = colorspaces(
+            keyframe.photometric, keyframe.planarconfig, keyframe.extrasamples, keyframe.is_jfif
+        )
+        decode: Callable[[bytes], npt.NDArray[Any]] = functools.partial(
+            imagecodecs.jpeg8_decode,
+            tables=getattr(keyframe, "jpegtables", None),
+            colorspace=colorspace,
+            outcolorspace=outcolorspace,
+        )
+    except Exception:  # an imagecodecs without jpeg8, an odd tag: tifffile's own path
+        return None
+    return decode
+
+
+# JPEG markers: baseline and extended sequential Huffman frames (whose rows decode in
+# order, so a frame cut short decodes the same top rows), the other frame types, and
+# the parameterless markers that carry no length field.
+_SOF_SEQUENTIAL = frozenset((0xC0, 0xC1))
+_SOF_OTHER = frozenset((0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xD9)))
+
+
+def jpeg_top_rows(data: bytes, rows: int) -> tuple[bytes, int] | None:
+    """A JPEG stream that decodes to fewer rows, and how many of them are exact.
+
+    For a sequential (baseline) JPEG with one interleaved scan, the entropy-coded
+    data is in row order: a stream whose frame header says the image is ``H`` rows
+    high makes libjpeg stop after those rows, with the same pixels as a full decode
+    except near its cut bottom edge (where fancy chroma upsampling repeats the last
+    row instead of reading the next).  This returns the stream with its height set to
+    cover ``rows`` plus one more MCU row, and the number of top rows that equal a full
+    decode (at least ``rows``); ``None`` when that would not save a whole MCU row or
+    the stream is anything else (progressive, lossless, several scans, malformed), in
+    which case the caller decodes the whole tile.
+
+    Examples
+    --------
+    >>> import imagecodecs, numpy as np
+    >>> image = np.random.default_rng(0).integers(0, 255, (64, 32, 3), np.uint8)
+    >>> data = imagecodecs.jpeg8_encode(image, level=90, subsampling="420")
+    >>> short, exact = jpeg_top_rows(data, 10)
+    >>> exact, len(short) == len(data)
+    (16, True)
+    >>> top = imagecodecs.jpeg8_decode(short)
+    >>> top.shape, bool((top[:exact] == imagecodecs.jpeg8_decode(data)[:exact]).all())
+    ((32, 32, 3), True)
+    >>> jpeg_top_rows(data, 50) is None  # 50 rows + a margin is the whole image
+    True
+    """
+    size = len(data)
+    if rows <= 0 or size < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    at, sof, height, components, v_max = 2, -1, 0, 0, 1
+    while at + 4 <= size:
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker in _NO_LENGTH:
+            at += 2
+            continue
+        length = (data[at + 2] << 8) | data[at + 3]
+        if length < 2 or at + 2 + length > size:
+            return None
+        if marker in _SOF_SEQUENTIAL:
+            if sof >= 0 or length < 8:
+                return None
+            sof = at
+            height = (data[at + 5] << 8) | data[at + 6]
+            components = data[at + 9]
+            if components == 0 or length != 8 + 3 * components:
+                return None
+            v_max = max(data[at + 11 + 3 * k] & 0x0F for k in range(components))
+        elif marker in _SOF_OTHER:
+            return None
+        elif marker == 0xDA:  # start of scan: it must hold every component
+            if sof < 0 or length < 6 or data[at + 4] != components:
+                return None
+            mcu_rows = 8 * max(v_max, 1)
+            keep = -(-rows // mcu_rows) * mcu_rows + mcu_rows
+            if height == 0 or keep >= height:
+                return None
+            patched = b"".join((data[: sof + 5], keep.to_bytes(2, "big"), data[sof + 7 :]))
+            return patched, keep - mcu_rows
+        elif marker == 0xD9:  # end of image before any scan
+            return None
+        at += 2 + length
+    return None
+
+
 def _make_level(page: Any, keyframe: Any, path: Path, file_size: int) -> TiffLevel:
     """A :class:`TiffLevel` for a tiled page, with its tile table validated."""
     width, height = int(keyframe.imagewidth), int(keyframe.imagelength)
@@ -266,6 +384,7 @@ def _make_level(page: Any, keyframe: Any, path: Path, file_size: int) -> TiffLev
         decode=keyframe.decode,
         jpegtables=getattr(keyframe, "jpegtables", None),
         jpegheader=getattr(keyframe, "jpegheader", None),
+        fast_decode=_jpeg_fast_decode(keyframe),
     )
 
 

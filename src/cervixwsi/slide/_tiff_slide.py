@@ -5,6 +5,18 @@ with tifffile when the file is opened, and a read decodes only the tiles a regio
 touches (with a small shared cache), reading their bytes with ``os.pread`` so that any
 number of threads can read at once.  A slide pickles as its path and reopens in the
 process that unpickles it.
+
+The read path, fastest first:
+
+* baseline JPEG tiles (nearly every scanner's) go straight to libjpeg-turbo
+  (``imagecodecs.jpeg8_decode`` with the page's tables and colour spaces bound once),
+  skipping tifffile's per-call work; other compressions go through tifffile;
+* a tile in the region's bottom row of tiles is decoded only down to the last row the
+  region uses (:func:`~cervixwsi.slide._tiff.jpeg_top_rows`), while reads show little
+  reuse of tiles (random patches); patch grids, whose next row reuses those tiles,
+  get whole tiles;
+* decoded tiles are kept, read-only, in a least-recently-used cache bounded in bytes;
+  a region inside one tile is one copy out of it, any other is assembled in place.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +33,17 @@ import numpy as np
 
 from cervixwsi.errors import SlideNotFoundError, SlideOpenError, SlideReadError
 from cervixwsi.slide._base import RGBImage
-from cervixwsi.slide._slide import DEFAULT_TILE_CACHE_BYTES, Slide, settle_mpp
+from cervixwsi.slide._slide import (
+    _PARALLEL_MIN_TILES,
+    DEFAULT_TILE_CACHE_BYTES,
+    Slide,
+    settle_mpp,
+)
 from cervixwsi.slide._tiff import (
     AssociatedPage,
     TiffLevel,
     inspect_tiff,
+    jpeg_top_rows,
     level_properties,
     to_rgb,
     ycbcr_to_rgb,
@@ -38,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 # Aperio JPEG 2000 with YCbCr components, which the codec leaves unconverted.
 _APERIO_JP2K_YCBCR = 33003
+# Positioned reads that need no lock (every platform but Windows).
+_HAVE_PREAD = hasattr(os, "pread")
+#: Tile lookups of small reads over which a slide measures how often its cache serves.
+_LOCALITY_WINDOW = 256
 
 
 def _slide_name(path: Path) -> str:
@@ -90,8 +112,9 @@ class TiffSlide(Slide):
     :class:`~cervixwsi.errors.SlideOpenError` (convert it to a tiled pyramid).
 
     Reads decode only the tiles a region touches (JPEG, JPEG 2000, deflate,
-    LZW, ... anything tifffile decodes), keep recently decoded tiles in a
-    bounded cache, and are safe from several threads at once.  A slide pickles
+    LZW, ... anything tifffile decodes), and of a JPEG tile only the rows down to
+    the region's bottom edge when reads are scattered; they keep recently decoded
+    tiles in a bounded cache, and are safe from several threads at once.  A slide pickles
     as its path and options and reopens when unpickled (process pools, Dask).
 
     The mpp is ``mpp=`` when given, else the Aperio ``MPP`` field, else the OME
@@ -184,8 +207,14 @@ class TiffSlide(Slide):
         # Closes the file when the slide is garbage-collected without close().
         self._finalizer = weakref.finalize(self, _close_files, fd, tif)
         self._levels: tuple[TiffLevel, ...] = layout.levels
+        self._tiles_across = tuple(lv.tiles_across for lv in layout.levels)
         self._io_lock = threading.Lock()  # tifffile's file handle and pread-less platforms
         self._cache = TileCache(self._tile_cache_bytes)
+        # Whether small reads decode only the rows they use of a JPEG tile: yes without
+        # a cache; with one, while it serves few lookups (see _tile_top).
+        self._track_locality = self._tile_cache_bytes > 0
+        self._scattered = not self._track_locality
+        self._lookups = self._reused = 0
         self._associated = _AssociatedImages(self, layout.associated)
         dims = tuple((lv.width, lv.height) for lv in layout.levels)
         properties = dict(layout.properties)
@@ -215,61 +244,144 @@ class TiffSlide(Slide):
         return lv.tile_width, lv.tile_height
 
     def _read_bytes(self, offset: int, count: int) -> bytes:
-        if hasattr(os, "pread"):
+        if _HAVE_PREAD:
             return os.pread(self._fd, count, offset)
         with self._io_lock:  # pragma: no cover - platforms without pread (Windows)
             os.lseek(self._fd, offset, os.SEEK_SET)
             return os.read(self._fd, count)
 
-    def _tile(self, level: int, col: int, row: int) -> RGBImage | None:
-        key = (level, col, row)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+    def _where(self, level: int, col: int, row: int) -> str:
+        """The tile ``(col, row)`` of ``level``, in words, for an error message."""
         lv = self._levels[level]
-        index = row * lv.tiles_across + col
-        count = int(lv.bytecounts[index])
-        if count == 0:  # a tile the scanner did not write: background
-            return None
-        where = (
-            f"{self._path}: level {level} (page {lv.page_index}), tile {index} "
-            f"(column {col}, row {row}, at level pixel x={col * lv.tile_width}, "
-            f"y={row * lv.tile_height})"
+        return (
+            f"{self._path}: level {level} (page {lv.page_index}), tile "
+            f"{row * lv.tiles_across + col} (column {col}, row {row}, at level pixel "
+            f"x={col * lv.tile_width}, y={row * lv.tile_height})"
         )
-        try:
-            data = self._read_bytes(int(lv.offsets[index]), count)
-        except OSError as exc:
-            raise SlideReadError(f"{where} cannot be read: {exc}") from exc
-        if len(data) != count:
-            raise SlideReadError(
-                f"{where}: read {len(data)} of its {count} bytes: the file was truncated"
-            )
-        try:
-            decoded, _, _ = lv.decode(
-                data, index, jpegtables=lv.jpegtables, jpegheader=lv.jpegheader
-            )
-        except Exception as exc:  # imagecodecs/zlib/tifffile errors of corrupt data
-            raise SlideReadError(
-                f"{where} cannot be decoded (compression {lv.compression}): "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        need_h = min(lv.tile_height, lv.height - row * lv.tile_height)
+
+    def _full_rows(self, level: int, row: int) -> int:
+        """Rows of tile row ``row`` of ``level`` that lie inside the level."""
+        lv = self._levels[level]
+        return min(lv.tile_height, lv.height - row * lv.tile_height)
+
+    def _decode(self, level: int, col: int, row: int, data: bytes, rows: int) -> RGBImage:
+        """The pixels of tile ``(col, row)`` of ``level`` from its bytes, as RGB.
+
+        Baseline JPEG goes straight to libjpeg-turbo (:attr:`TiffLevel.fast_decode`),
+        only down to row ``rows`` when that is > 0 and saves work
+        (:func:`~cervixwsi.slide._tiff.jpeg_top_rows`); anything else, and JPEG that this
+        refuses, through tifffile's decoder.  The result is checked: at least ``rows``
+        rows (all the tile's rows inside the level when ``rows`` is 0) and every column
+        inside the level, grey or RGB(A).
+        """
+        lv = self._levels[level]
+        arr: Any = None
+        need_h = self._full_rows(level, row)
+        if lv.fast_decode is not None:
+            try:
+                top = jpeg_top_rows(data, rows) if 0 < rows < need_h else None
+                if top is None:
+                    arr = lv.fast_decode(data)
+                else:
+                    arr = lv.fast_decode(top[0])[: top[1]]
+                    need_h = rows
+            except Exception:  # corrupt, or JPEG only tifffile's path decodes: try that
+                logger.debug("%s: JPEG fast path failed", self._where(level, col, row))
+                arr, need_h = None, self._full_rows(level, row)
+        if arr is None:
+            try:
+                arr, _, _ = lv.decode(
+                    data,
+                    row * self._tiles_across[level] + col,
+                    jpegtables=lv.jpegtables,
+                    jpegheader=lv.jpegheader,
+                )
+            except Exception as exc:  # imagecodecs/zlib/tifffile errors of corrupt data
+                raise SlideReadError(
+                    f"{self._where(level, col, row)} cannot be decoded (compression "
+                    f"{lv.compression}): {type(exc).__name__}: {exc}"
+                ) from exc
+            arr = np.asarray(arr)
+            if arr.ndim == 4:
+                arr = arr[0]
+        shape = arr.shape
         need_w = min(lv.tile_width, lv.width - col * lv.tile_width)
-        arr = np.asarray(decoded)
-        if arr.ndim == 4:
-            arr = arr[0]
-        if arr.ndim not in (2, 3) or arr.shape[0] < need_h or arr.shape[1] < need_w:
+        if len(shape) not in (2, 3) or shape[0] < need_h or shape[1] < need_w:
             raise SlideReadError(
-                f"{where} decoded to shape {arr.shape}, expected at least ({need_h}, {need_w})"
+                f"{self._where(level, col, row)} decoded to shape {shape}, expected at "
+                f"least ({need_h}, {need_w})"
             )
-        try:
-            tile = to_rgb(arr, where)
-        except ValueError as exc:
-            raise SlideReadError(str(exc)) from exc
+        if len(shape) == 3 and shape[2] == 3 and arr.dtype == np.uint8:
+            tile: RGBImage = arr  # already RGB: no copy
+        else:
+            try:
+                tile = to_rgb(arr, self._where(level, col, row))
+            except ValueError as exc:
+                raise SlideReadError(str(exc)) from exc
         if lv.compression == _APERIO_JP2K_YCBCR and tile.shape[2] == 3:
             tile = ycbcr_to_rgb(tile)
-        self._cache.put(key, tile)
         return tile
+
+    def _load(self, level: int, col: int, row: int, rows: int) -> RGBImage | None:
+        """Read and decode a tile (down to row ``rows`` if > 0) and cache it."""
+        lv = self._levels[level]
+        index = row * self._tiles_across[level] + col
+        count = lv.bytecounts.item(index)
+        if count == 0:  # a tile the scanner did not write: background
+            return None
+        try:
+            data = self._read_bytes(lv.offsets.item(index), count)
+        except OSError as exc:
+            raise SlideReadError(f"{self._where(level, col, row)} cannot be read: {exc}") from exc
+        if len(data) != count:
+            raise SlideReadError(
+                f"{self._where(level, col, row)}: read {len(data)} of its {count} bytes: "
+                "the file was truncated"
+            )
+        tile = self._decode(level, col, row, data, rows)
+        self._cache.put((level, col, row), tile)
+        return tile
+
+    def _tile(self, level: int, col: int, row: int) -> RGBImage | None:
+        cached = self._cache.get((level, col, row))
+        if cached is not None and cached.shape[0] >= self._full_rows(level, row):
+            return cached
+        return self._load(level, col, row, 0)
+
+    def _tile_top(self, level: int, col: int, row: int, rows: int) -> RGBImage | None:
+        """Tile ``(col, row)`` with at least its first ``rows`` rows (all when 0).
+
+        While reads rarely come back to a tile (fewer than 1 in 4 of the last
+        :data:`_LOCALITY_WINDOW` lookups found it in the cache, even in part: random
+        patches), a JPEG tile is decoded only down to the rows the read uses.  Reads
+        that do come back (a patch grid walking over the tiles, whose next row of
+        patches needs the rest of each tile) decode whole tiles.  Either way the pixels
+        are the same.
+        """
+        full = self._full_rows(level, row)
+        wanted = full if rows <= 0 or rows > full else rows
+        cached = self._cache.get((level, col, row))
+        if self._track_locality:
+            self._lookups += 1
+            self._reused += cached is not None
+            if self._lookups >= _LOCALITY_WINDOW:
+                self._scattered = 4 * self._reused < self._lookups
+                self._lookups = self._reused = 0
+        if cached is not None and cached.shape[0] >= wanted:
+            return cached
+        return self._load(level, col, row, wanted if self._scattered and wanted < full else 0)
+
+    def _region_tiles(
+        self, level: int, cells: list[tuple[int, int]], last_rows: int
+    ) -> Iterable[tuple[int, int, RGBImage | None]]:
+        if self._threads > 1 and len(cells) >= _PARALLEL_MIN_TILES:
+            return self._tiles(level, cells)  # a large read: whole tiles, in parallel
+        last_row = cells[-1][1]  # cells come row by row
+        # A generator: each tile is pasted (and may leave the cache) before the next.
+        return (
+            (col, row, self._tile_top(level, col, row, last_rows if row == last_row else 0))
+            for col, row in cells
+        )
 
     def _read_associated(self, associated: AssociatedPage) -> RGBImage:
         self._check_open()

@@ -23,9 +23,16 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 __all__ = ["TileCache"]
+
+
+def _held_bytes(value: npt.NDArray[Any]) -> int:
+    """Bytes an array keeps alive: its own, or those of the array it is a view of."""
+    base = value.base
+    return int(base.nbytes if isinstance(base, np.ndarray) else value.nbytes)
 
 
 class TileCache:
@@ -67,20 +74,24 @@ class TileCache:
             return value
 
     def put(self, key: Hashable, value: npt.NDArray[Any]) -> None:
-        """Cache ``value`` under ``key``, evicting the least recently used arrays."""
-        size = int(value.nbytes)
+        """Cache ``value`` under ``key``, evicting the least recently used arrays.
+
+        A view counts as the whole array it keeps alive (the top rows of a larger
+        decoded tile, the RGB channels of an RGBA one): the bound is on memory held.
+        """
+        size = _held_bytes(value)
         if size > self.max_bytes:
             return
         value.flags.writeable = False
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._nbytes -= int(old.nbytes)
+                self._nbytes -= _held_bytes(old)
             self._items[key] = value
             self._nbytes += size
             while self._nbytes > self.max_bytes:
                 _, evicted = self._items.popitem(last=False)
-                self._nbytes -= int(evicted.nbytes)
+                self._nbytes -= _held_bytes(evicted)
 
     def clear(self) -> None:
         """Drop every cached array."""
