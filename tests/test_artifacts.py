@@ -66,14 +66,16 @@ def test_each_cause_is_found_on_synthetic_slides(tmp_path: Path, seed: int, stai
     made = _slide(tmp_path, seed, stain, ALL)
     assert sorted(made.artifact_masks) == list(ALL)
     got = _retained(made)
-    assert got["pen"] < 0.05  # the goal
-    # Folds, blur and dust fall short of the goals (20 %, 20 %, 5 %) on some
-    # slides (benchmarks/bench_artifacts.py measures them); these bounds guard the
-    # measured level: most of each is removed.
-    assert got["fold"] < 0.65
-    assert got["blur"] < 0.5
-    assert got["dust"] < 0.9
-    assert got["lost"] < 0.10  # the band around what was removed, and blur's soft rims
+    # the goals: < 5 % of pen, < 20 % of folds and blur left in the mask
+    assert got["pen"] < 0.05
+    assert got["fold"] < 0.20
+    assert got["blur"] < 0.20
+    # Dust falls short of its goal (5 %): the smallest specks are no darker than the
+    # densest nuclei (benchmarks/bench_artifacts.py measures it); this bound guards
+    # the measured level (3-60 % on these slides).
+    assert got["dust"] < 0.65
+    # the band around pen and folds, and the partly blurred rim around blur
+    assert got["lost"] < 0.15
 
 
 @pytest.mark.slow
@@ -183,6 +185,27 @@ def test_all_white_and_empty_slides_give_no_artifacts() -> None:
     assert not mask.array.any()
 
 
+def test_out_of_focus_disc_is_found_with_its_rim() -> None:
+    rng = np.random.default_rng(5)
+    size = 1024
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = GLASS
+    image[64:960, 64:960] = PINK
+    for x, y in rng.integers(70, 954, (3000, 2)):  # nuclei: fine detail everywhere
+        cv2.circle(image, (int(x), int(y)), int(rng.integers(2, 5)), PURPLE, -1)
+    image = np.clip(image.astype(int) + rng.integers(-4, 5, image.shape), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    # out of focus in a disc of radius 200 µm, fading into focus over ~40 µm
+    weight = np.clip((240.0 - np.hypot(xx - 512, yy - 512)) / 80.0, 0, 1)[..., None]
+    soft = cv2.GaussianBlur(image, (0, 0), 4.0).astype(float)
+    image = (image * (1 - weight) + soft * weight).round().astype(np.uint8)
+    art = ArtifactMasker(causes=("blur",), mpp=8.0).detect(ArraySlide(image, mpp=1.0))
+    blur = art.cause("blur")
+    r = np.hypot(*np.meshgrid(np.arange(128) * 8 + 4 - 512, np.arange(128) * 8 + 4 - 512))
+    assert blur[r < 200].mean() > 0.9  # the disc, to where it is half out of focus
+    assert blur[(r > 300) & (r < 400)].mean() < 0.05  # the sharp tissue around it
+
+
 def test_dust_specks_are_found_on_tissue() -> None:
     rng = np.random.default_rng(3)
     image = np.empty((1024, 1024, 3), np.uint8)
@@ -281,6 +304,8 @@ def test_mask_with_artifacts_saves_loads_and_pickles(tmp_path: Path) -> None:
         ({"pen_angle_deg": 0}, "pen_angle_deg"),
         ({"pen_dark_factor": 0.5}, "pen_dark_factor"),
         ({"blur_ratio": 1.5}, "blur_ratio"),
+        ({"blur_grow_ratio": 0}, "blur_grow_ratio"),
+        ({"blur_margin_um": -1}, "blur_margin_um"),
         ({"blur_tile_um": float("nan")}, "blur_tile_um"),
         ({"dust_max_area_um2": -1}, "dust_max_area_um2"),
         ({"dust_factor": 0}, "dust_factor"),

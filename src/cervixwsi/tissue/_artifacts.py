@@ -13,12 +13,15 @@ sharp areas), so a stain shift does not move them.
   colour* (doubled tissue has the same stain ratio at about twice the OD; a
   tumor nest is darker *and* bluer, so it is not a fold), in pieces of at least
   ``fold_min_area_um2``;
-* **blur** (mid level, ~1 µm/px, tiled): the ratio of fine to coarse detail (the
-  Laplacian's energy over that of a Gaussian-smoothed copy, in OD) on tiles of
-  ``blur_tile_um``, below ``blur_ratio`` times the slide's own sharp tissue;
-* **dust** (mid level): small specks whose colour is off the stain plane (dust
-  is grey: it adds the same OD to every channel), on glass and tissue, of at
-  most ``dust_max_area_um2``.
+* **blur** (mid level, ~1 µm/px, read tile by tile where there is tissue): a map
+  of the ratio of fine to coarse detail (the Laplacian's energy over that of a
+  Gaussian-smoothed copy, in OD) on cells of ``blur_tile_um``; a core below
+  ``blur_ratio`` times the slide's own sharp tissue, grown by up to
+  ``blur_margin_um`` through its soft rim (cells below ``blur_grow_ratio``);
+* **dust** (mid level): small specks dark in every channel (dust is grey: it
+  adds the same OD to every channel, where hematoxylin and eosin each leave one
+  channel pale), darker than the slide's own tissue (pen and folds left out of
+  that reference), on glass and tissue, of at most ``dust_max_area_um2``.
 
 Examples
 --------
@@ -63,7 +66,7 @@ CAUSES: tuple[str, ...] = ("pen", "fold", "blur", "dust")
 # Where causes overlap, the one drawn last wins: pen over dust over fold over blur.
 _PRECEDENCE = ("blur", "fold", "dust", "pen")
 _MAX_LEVEL_PIXELS = 2**28
-_BLOCK_TILES = 16  # blur/dust pass: tiles per block side read at once
+_BLOCK_PX = 1024  # blur/dust pass: working pixels per block side read at once
 
 
 class ArtifactMask(Raster):
@@ -409,16 +412,23 @@ class ArtifactMasker:
         Fold pieces smaller than this are ignored (keratin pearls, dense
         specks); default 20 000 µm².
     blur_ratio : float
-        A tile is out of focus when its sharpness is under this fraction of the
-        slide's sharp tissue (the 75th percentile of its tiles that are all
-        tissue); in
-        ``(0, 1)``, default 0.55.
+        Sharpness is measured on cells of ``blur_tile_um`` (the energy of the
+        Laplacian of OD over that of a smoothed copy, averaged over a Gaussian
+        of one cell); cells under this fraction of the slide's sharp tissue (the
+        75th percentile of its cells that are all tissue) are the core of an
+        out-of-focus area; in ``(0, 1)``, default 0.45.
+    blur_grow_ratio : float
+        The rim of an out-of-focus area fades into focus: the core grows, up to
+        ``blur_margin_um``, through cells whose sharpness is under this fraction
+        of the sharp tissue's; in ``(0, 1]``, default 0.9 (1 grows through
+        everything but the sharpest quarter).
+    blur_margin_um : float
+        How far the core grows into its rim, default 64 µm (0: the core alone).
     blur_tile_um : float
-        Side of the tiles whose sharpness is measured, default 64 µm.
+        Side of the cells whose sharpness is measured, default 16 µm.
     blur_min_area_um2 : float
-        Out-of-focus pieces (8-connected tiles) smaller than this are ignored
-        (tissue with little fine detail, e.g. loose stroma); default 40 000 µm²
-        (about ten tiles).
+        Out-of-focus cores (8-connected cells) smaller than this are ignored
+        (tissue with little fine detail, e.g. loose stroma); default 16 000 µm².
     dust_factor : float
         Dust is grey and dark: its *smallest* channel OD (hematoxylin and eosin
         each leave one channel pale) reaches this many times the 99.9th
@@ -454,9 +464,11 @@ class ArtifactMasker:
     pen_min_area_um2: float = 10_000.0
     fold_factor: float = 1.75
     fold_min_area_um2: float = 20_000.0
-    blur_ratio: float = 0.55
-    blur_tile_um: float = 64.0
-    blur_min_area_um2: float = 40_000.0
+    blur_ratio: float = 0.45
+    blur_grow_ratio: float = 0.9
+    blur_margin_um: float = 64.0
+    blur_tile_um: float = 16.0
+    blur_min_area_um2: float = 16_000.0
     dust_factor: float = 1.5
     dust_min_od: float = 0.8
     dust_max_area_um2: float = 2_000.0
@@ -481,10 +493,14 @@ class ArtifactMasker:
         check_real(self.dust_factor, "ArtifactMasker.dust_factor", min=0, min_open=True)
         check_real(self.pen_angle_deg, "ArtifactMasker.pen_angle_deg", min=0, max=90, min_open=True)
         check_fraction(self.blur_ratio, "ArtifactMasker.blur_ratio")
+        check_real(
+            self.blur_grow_ratio, "ArtifactMasker.blur_grow_ratio", min=0, max=1, min_open=True
+        )
         for name in (
             "pen_min_area_um2",
             "fold_min_area_um2",
             "blur_min_area_um2",
+            "blur_margin_um",
             "dust_min_od",
             "dust_max_area_um2",
             "margin_um",
@@ -583,11 +599,14 @@ class ArtifactMasker:
                 typical = cone.typical_od(angle, norm, ref & ~pen & (norm > 0.15))
                 found["fold"] = self._fold(typical, norm, ref & ~pen, pixel_um)
             if "blur" in self.causes or "dust" in self.causes:
-                blur, dust = self._fine_pass(slide, cone, glass, ref, downsample)
+                exclude = found.get("pen", np.zeros_like(ref)) | found.get(
+                    "fold", np.zeros_like(ref)
+                )
+                blur, dust = self._fine_pass(slide, glass, ref, exclude, downsample)
                 if "blur" in self.causes:
                     found["blur"] = blur & ref
-                if "dust" in self.causes:
-                    found["dust"] = dust
+                if "dust" in self.causes:  # specks on pen or a fold go with them
+                    found["dust"] = dust & ~exclude
         for name in _PRECEDENCE:
             if name in found:
                 labels[found[name]] = CAUSES.index(name) + 1
@@ -632,12 +651,16 @@ class ArtifactMasker:
     def _fine_pass(
         self,
         slide: SlideLike,
-        cone: _StainCone,
         glass: npt.NDArray[np.float32],
         tissue: npt.NDArray[np.bool_],
+        exclude: npt.NDArray[np.bool_],
         low_downsample: float,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-        """Blur (tile sharpness) and dust (small grey specks) at ``blur_mpp``, on the low grid."""
+        """Blur (a sharpness map) and dust (small grey specks) at ``blur_mpp``, on the low grid.
+
+        ``exclude`` (low grid: pen and folds) is left out of the tissue statistics
+        that set the dust threshold.
+        """
         mpp0 = slide_mpp(slide, self.assumed_mpp)
         assert mpp0 is not None
         level = resolve_level(
@@ -646,41 +669,45 @@ class ArtifactMasker:
         level_ds = float(slide.level_downsamples[level])
         ds = max(level_ds, self.blur_mpp / mpp0)  # level-0 px per working pixel
         pixel_um = mpp0 * ds
-        tile_px = max(8, round(self.blur_tile_um / pixel_um))
-        tile0 = tile_px * ds  # level-0 px per tile
+        cell_px = max(4, round(self.blur_tile_um / pixel_um))
+        cell0 = cell_px * ds  # level-0 px per cell
         width0, height0 = slide.dimensions
-        rows_t, cols_t = math.ceil(height0 / tile0), math.ceil(width0 / tile0)
+        rows_c, cols_c = math.ceil(height0 / cell0), math.ceil(width0 / cell0)
         low = Raster(tissue, low_downsample, slide.dimensions)
-        tile_tissue = low.resample(tile0, method="area").array[:rows_t, :cols_t]
-        scores = np.full((rows_t, cols_t), np.nan)
-        dust_low = np.zeros(tissue.shape, bool)
-        margin = 4  # working px read around each block (filters and specks at its edge)
+        cell_tissue = np.zeros((rows_c, cols_c))
+        resampled = np.asarray(low.resample(cell0, method="area").array)[:rows_c, :cols_c]
+        cell_tissue[: resampled.shape[0], : resampled.shape[1]] = resampled
+        fine = np.zeros((rows_c, cols_c))  # mean squared Laplacian of OD per cell
+        coarse = np.zeros((rows_c, cols_c))  # ... of a smoothed copy
+        margin = 8  # working px read around each block (filters and specks at its edge)
         dust_max_px = self.dust_max_area_um2 / pixel_um**2
         bins = np.linspace(0.0, 6.0, 601)
         histogram = np.zeros(len(bins) - 1, np.int64)  # smallest-channel OD of tissue pixels
         specks: list[tuple[float, npt.NDArray[np.intp]]] = []  # (peak, low-grid flat indices)
-        for bj in range(0, rows_t, _BLOCK_TILES):
-            for bi in range(0, cols_t, _BLOCK_TILES):
-                sub = tile_tissue[bj : bj + _BLOCK_TILES, bi : bi + _BLOCK_TILES]
+        block = max(1, _BLOCK_PX // cell_px)  # cells per block side
+        for bj in range(0, rows_c, block):
+            for bi in range(0, cols_c, block):
+                sub = cell_tissue[bj : bj + block, bi : bi + block]
                 if not (sub > 0).any():
                     continue
-                x0 = bi * tile0 - margin * ds
-                y0 = bj * tile0 - margin * ds
-                n_px = (sub.shape[1] * tile_px + 2 * margin, sub.shape[0] * tile_px + 2 * margin)
+                x0 = bi * cell0 - margin * ds
+                y0 = bj * cell0 - margin * ds
+                n_px = (sub.shape[1] * cell_px + 2 * margin, sub.shape[0] * cell_px + 2 * margin)
                 rgb = _read_block(slide, level, level_ds, ds, x0, y0, n_px)
                 od = _optical_density(rgb, glass)
-                total = od.sum(axis=2)
                 if "blur" in self.causes:
-                    inner = total[margin:-margin, margin:-margin]
-                    scores[bj : bj + sub.shape[0], bi : bi + sub.shape[1]] = _sharpness(
-                        inner, tile_px, sub.shape
-                    )
+                    f, c = _detail(od.sum(axis=2), margin, cell_px, sub.shape)
+                    fine[bj : bj + sub.shape[0], bi : bi + sub.shape[1]] = f
+                    coarse[bj : bj + sub.shape[0], bi : bi + sub.shape[1]] = c
                 if "dust" in self.causes:
                     smallest = od.min(axis=2)
-                    inner = smallest[margin:-margin, margin:-margin]
-                    histogram += np.histogram(
-                        inner[total[margin:-margin, margin:-margin] > 0.45], bins
-                    )[0]
+                    inner = (slice(margin, -margin), slice(margin, -margin))
+                    low_r, low_c = _low_index(
+                        n_px, margin, ds, x0, y0, low_downsample, tissue.shape
+                    )
+                    usual = (tissue & ~exclude)[np.ix_(low_r, low_c)]
+                    usual &= od.sum(axis=2)[inner] > 0.45
+                    histogram += np.histogram(smallest[inner][usual], bins)[0]
                     specks += _dark_specks(
                         smallest,
                         self.dust_min_od,
@@ -692,16 +719,13 @@ class ArtifactMasker:
                         low_downsample,
                         tissue.shape,
                     )
-        blur_tiles = np.zeros((rows_t, cols_t), bool)
-        valid = np.isfinite(scores) & (tile_tissue >= 0.5)
-        full = valid & (tile_tissue >= 0.9)
-        if full.sum() >= 8:
-            reference = float(np.percentile(scores[full], 75))
-            blur_tiles = valid & (scores < self.blur_ratio * reference)
-            blur_tiles = _keep_large(blur_tiles, self.blur_min_area_um2 / (tile0 * mpp0) ** 2)
-        blur_raster = Raster(blur_tiles, tile0, slide.dimensions)
-        blur_low = blur_raster.resample(low_downsample, method="nearest").array
-        blur_low = _fit(np.asarray(blur_low, bool), tissue.shape)
+        blur_low = np.zeros(tissue.shape, bool)
+        if "blur" in self.causes:
+            blur_cells = self._blur_cells(fine, coarse, cell_tissue, cell0 * mpp0)
+            blur_raster = Raster(blur_cells, cell0, slide.dimensions)
+            resampled = blur_raster.resample(low_downsample, method="nearest").array
+            blur_low = _fit(np.asarray(resampled, bool), tissue.shape)
+        dust_low = np.zeros(tissue.shape, bool)
         if specks and histogram.sum() > 0:
             cdf = np.cumsum(histogram) / histogram.sum()
             q999 = float(bins[min(int(np.searchsorted(cdf, 0.999)) + 1, len(bins) - 1)])
@@ -710,6 +734,57 @@ class ArtifactMasker:
                 if peak >= floor:
                     dust_low.flat[cells] = True
         return blur_low, dust_low
+
+    def _blur_cells(
+        self,
+        fine: npt.NDArray[np.float64],
+        coarse: npt.NDArray[np.float64],
+        cell_tissue: npt.NDArray[np.float64],
+        cell_um: float,
+    ) -> npt.NDArray[np.bool_]:
+        """Out-of-focus cells: a core of low sharpness, grown through its soft rim."""
+        weight = cell_tissue.astype(np.float32)
+        f = cv2.GaussianBlur(fine.astype(np.float32) * weight, (0, 0), 1.0)
+        c = cv2.GaussianBlur(coarse.astype(np.float32) * weight, (0, 0), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sharp = np.where(c > 1e-12, np.sqrt(f / np.maximum(c, 1e-12)), np.nan)
+        textured = coarse > 1e-8  # flat cells (no detail at all) say nothing of focus
+        full = np.isfinite(sharp) & textured & (cell_tissue >= 0.9)
+        if full.sum() < 8 or full.sum() < 0.5 * (cell_tissue >= 0.9).sum():
+            return np.zeros(fine.shape, bool)
+        reference = float(np.percentile(sharp[full], 75))
+        sharp = np.where(np.isfinite(sharp), sharp, np.inf)
+        core = textured & (cell_tissue >= 0.5) & (sharp < self.blur_ratio * reference)
+        core = _keep_large(core, self.blur_min_area_um2 / cell_um**2)
+        # The rim of an out-of-focus area fades into focus: grow the core up to
+        # blur_margin_um through cells that are not clearly sharp.
+        allowed = (cell_tissue > 0) & (sharp < self.blur_grow_ratio * reference)
+        grown = core
+        ring = np.ones((3, 3), np.uint8)
+        for _ in range(round(self.blur_margin_um / cell_um)):
+            more = cv2.dilate(grown.astype(np.uint8), ring).astype(bool) & allowed
+            if not (more & ~grown).any():
+                break
+            grown = grown | more
+        return grown
+
+
+def _low_index(
+    size: tuple[int, int],
+    margin: int,
+    ds: float,
+    x0: float,
+    y0: float,
+    low_downsample: float,
+    low_shape: tuple[int, ...],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Low-grid rows and columns of a block's inner working pixels."""
+    w, h = size
+    cols = np.arange(margin, w - margin)
+    rows = np.arange(margin, h - margin)
+    lx = np.clip(((cols + 0.5) * ds + x0) / low_downsample, 0, low_shape[1] - 1)
+    ly = np.clip(((rows + 0.5) * ds + y0) / low_downsample, 0, low_shape[0] - 1)
+    return ly.astype(np.intp), lx.astype(np.intp)
 
 
 def _dark_specks(
@@ -738,10 +813,13 @@ def _dark_specks(
             continue
         if left == 0 or top == 0 or left + cw >= w or top + ch >= h:
             continue  # cut by the block's edge: larger than it looks
-        rr, cc = np.nonzero(labels[top : top + ch, left : left + cw] == i)
-        lx = np.clip(((cc + left + 0.5) * ds + x0) / low_downsample, 0, low_shape[1] - 1)
-        ly = np.clip(((rr + top + 0.5) * ds + y0) / low_downsample, 0, low_shape[0] - 1)
-        peak = float(smallest[top : top + ch, left : left + cw][rr, cc].max())
+        piece = labels[top : top + ch, left : left + cw] == i
+        peak = float(smallest[top : top + ch, left : left + cw][piece].max())
+        # the speck's faint rim (under the threshold) is dust too: one pixel around it
+        grown = cv2.dilate(np.pad(piece, 1).astype(np.uint8), np.ones((3, 3), np.uint8))
+        rr, cc = np.nonzero(grown)
+        lx = np.clip(((cc + left - 0.5) * ds + x0) / low_downsample, 0, low_shape[1] - 1)
+        ly = np.clip(((rr + top - 0.5) * ds + y0) / low_downsample, 0, low_shape[0] - 1)
         cells = np.unique(ly.astype(np.intp) * low_shape[1] + lx.astype(np.intp))
         out.append((peak, cells))
     return out
@@ -785,16 +863,15 @@ def _read_block(
     return out
 
 
-def _sharpness(
-    od_total: npt.NDArray[np.float32], tile_px: int, shape: tuple[int, int]
-) -> npt.NDArray[np.float64]:
-    """Per tile: fine detail over coarse detail (Laplacian energy of OD vs a smoothed copy)."""
+def _detail(
+    od_total: npt.NDArray[np.float32], margin: int, cell_px: int, shape: tuple[int, int]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per cell: mean squared Laplacian of OD (fine detail) and of a smoothed copy (coarse)."""
     fine = cv2.Laplacian(od_total, cv2.CV_32F, ksize=1)
     coarse = cv2.Laplacian(cv2.GaussianBlur(od_total, (0, 0), 2.0), cv2.CV_32F, ksize=1) * 4.0
     rows, cols = shape
-    h, w = rows * tile_px, cols * tile_px
-    f = (fine[:h, :w] ** 2).reshape(rows, tile_px, cols, tile_px).mean(axis=(1, 3))
-    c = (coarse[:h, :w] ** 2).reshape(rows, tile_px, cols, tile_px).mean(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out: npt.NDArray[np.float64] = np.where(c > 1e-8, np.sqrt(f / np.maximum(c, 1e-12)), np.nan)
-    return out
+    h, w = rows * cell_px, cols * cell_px
+    inner = (slice(margin, margin + h), slice(margin, margin + w))
+    f = (fine[inner] ** 2).reshape(rows, cell_px, cols, cell_px).mean(axis=(1, 3))
+    c = (coarse[inner] ** 2).reshape(rows, cell_px, cols, cell_px).mean(axis=(1, 3))
+    return f.astype(np.float64), c.astype(np.float64)
