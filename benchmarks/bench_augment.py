@@ -1,7 +1,8 @@
 """Cost of stain augmentation in training: epoch time with and without it.
 
 Trains the small CNN with :class:`cervixwsi.models.PatchClassifier` (its ``tf.data``
-pipeline: parallel reads, per-patch stateless augmentation, prefetch) on synthetic H&E
+pipeline: parallel reads, stateless augmentation drawn per patch and applied per batch,
+prefetch) on synthetic H&E
 patches, once with the study's geometric augmentation only (``Augmentation()``) and
 once with the full stain and colour jitter on top (``Augmentation.stain()``: HED,
 brightness, contrast, saturation, hue).  The time of each epoch is taken from the
@@ -9,8 +10,14 @@ training log (the first epoch, which includes graph tracing, is left out); runs
 alternate between the two settings to share the machine's drift.  It prints the
 median epoch time of each and their ratio (the goal of issue 16: at most 1.10).
 
+With ``--pipeline`` it also times the input pipeline alone (the training's
+``tf.data`` pipeline iterated without a model: patches per second and CPU
+milliseconds per batch, for no augmentation, geometry only and the stain setting),
+the augmentation's own cost whatever else loads the machine.
+
     python benchmarks/bench_augment.py --quick                    # CI size, ~1 min
     python benchmarks/bench_augment.py --patches 2048 --size 128 --epochs 4 --rounds 2
+    python benchmarks/bench_augment.py --pipeline                 # also the pipeline alone
 """
 
 from __future__ import annotations
@@ -72,6 +79,31 @@ def epoch_times(aug: Augmentation, data: tuple[Any, Any], size: int, epochs: int
     return [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
 
 
+def pipeline_rate(
+    aug: Augmentation | None, data: tuple[Any, Any], size: int, passes: int = 3
+) -> tuple[float, float]:
+    """Patches per second and CPU ms per batch of the training pipeline alone.
+
+    Iterates the ``tf.data`` pipeline :meth:`PatchClassifier.fit` trains from, without
+    a model (the first pass, which includes tracing, is left out).
+    """
+    from cervixwsi.models import ArrayPatchSource
+    from cervixwsi.models._data import source_dataset
+
+    source = ArrayPatchSource(*data)
+    ds, steps = source_dataset(
+        source, batch_size=32, size=size, augmentation=aug, seed=0, epochs=passes + 1
+    )
+    batches = iter(ds)
+    for _ in range(steps):
+        next(batches)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(passes * steps):
+        next(batches)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return passes * len(source) / wall, 1000 * cpu / (passes * steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patches", type=int, default=1024)
@@ -79,6 +111,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="per run (the first is dropped)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting")
     parser.add_argument("--quick", action="store_true", help="CI size: 256 patches of 64")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="also time the input pipeline without a model"
+    )
     args = parser.parse_args()
     if args.quick:
         args.patches, args.size, args.epochs, args.rounds = 256, 64, 3, 1
@@ -100,6 +135,11 @@ def main() -> None:
         print(f"{name:>10}: median epoch {median[name]:.3f} s  ({spread})")
     ratio = median["stain"] / median["geometric"]
     print(f"ratio stain / geometric: {ratio:.3f}  (goal <= 1.10)")
+    if args.pipeline:
+        print("input pipeline alone (no model):")
+        for name, aug in {"none": None, **settings}.items():
+            rate, cpu = pipeline_rate(aug, data, args.size)
+            print(f"{name:>10}: {rate:8.0f} patches/s, {cpu:6.1f} ms CPU per batch of 32")
 
 
 if __name__ == "__main__":

@@ -188,3 +188,179 @@ def test_stain_augmentation_runs_in_the_training_pipeline() -> None:
         )[0]
     ]
     np.testing.assert_array_equal(batches[1].numpy(), again[1].numpy())
+
+
+# ------------------------------------------------- vectorised batch == patch by patch
+
+
+def _reference_colour(image: Any, seed: Any, aug: Augmentation) -> npt.NDArray[np.float32]:
+    """The colour jitters patch by patch with TensorFlow's per-image ops (before rounding).
+
+    The implementation the vectorised one replaced: same seeds, same order.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
+    rgb = tf.cast(image, tf.float32) / 255.0
+    if aug.hed_jitter > 0.0:
+        s = aug.hed_jitter
+        alpha = tf.random.stateless_uniform([3], seeds[4], 1.0 - s, 1.0 + s)
+        beta = tf.random.stateless_uniform([3], seeds[5], -s, s)
+        hed_from = tf.constant(np.linalg.inv(_RGB_FROM_HED), tf.float32)
+        stains = tf.tensordot(-tf.math.log(tf.maximum(rgb, 1e-6)), hed_from, axes=1)
+        od = tf.tensordot(stains * alpha + beta, tf.constant(_RGB_FROM_HED, tf.float32), axes=1)
+        rgb = tf.clip_by_value(tf.exp(-od), 0.0, 1.0)
+    if aug.brightness > 0.0:
+        rgb = tf.image.stateless_random_brightness(rgb, aug.brightness, seed=seeds[6])
+    if aug.contrast > 0.0:
+        c = aug.contrast
+        rgb = tf.image.stateless_random_contrast(rgb, 1.0 - c, 1.0 + c, seed=seeds[6][::-1])
+    if aug.saturation > 0.0 or aug.hue > 0.0:
+        extra = tf.random.experimental.stateless_split(seeds[6], num=2)
+        rgb = tf.clip_by_value(rgb, 0.0, 1.0)
+        if aug.saturation > 0.0:
+            s = aug.saturation
+            rgb = tf.image.stateless_random_saturation(rgb, 1.0 - s, 1.0 + s, seed=extra[0])
+        if aug.hue > 0.0:
+            rgb = tf.image.stateless_random_hue(rgb, aug.hue, seed=extra[1])
+    return np.asarray(rgb)
+
+
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+COLOURS = [
+    Augmentation.stain(),
+    Augmentation.stain("strong"),
+    Augmentation(hed_jitter=0.3),
+    Augmentation(brightness=0.3, contrast=0.5),
+    Augmentation(contrast=0.2),
+    Augmentation(saturation=0.9),
+    Augmentation(hue=0.5),
+]
+
+
+@pytest.mark.parametrize("xla", [False, True])
+@pytest.mark.parametrize("aug", COLOURS, ids=lambda a: f"{a.hed_jitter}-{a.contrast}-{a.hue}")
+def test_vectorised_colour_jitter_equals_the_per_patch_ops(aug: Augmentation, xla: bool) -> None:
+    from cervixwsi.models._augment import _draw_colour, _jitter
+
+    rng = np.random.default_rng(11)
+    images = np.stack([he_patch(s, 12) for s in range(5)] + [rng.integers(0, 256, (12, 12, 3))])
+    images = images.astype(np.uint8)
+    seeds = rng.integers(0, 2**31, (len(images), 2))
+    params = tf.stack(
+        [_draw_colour(tf.random.experimental.stateless_split(s, num=7), aug) for s in seeds]
+    )
+    jitter = tf.function(lambda x, p: _jitter(x, p, aug), jit_compile=True) if xla else None
+    got = np.asarray(jitter(images, params) if jitter else _jitter(images, params, aug))
+    want = np.stack([_reference_colour(im, s, aug) for im, s in zip(images, seeds, strict=True)])
+    np.testing.assert_allclose(got, want, rtol=0, atol=5e-6)
+
+
+GEOMETRIES = [
+    Augmentation(),
+    Augmentation.none(),
+    Augmentation(rotate90=False),
+    Augmentation(flip_lr=False, random_crop=False),
+    Augmentation(rotation_degrees=25.0),
+]
+
+
+@pytest.mark.parametrize("size", [10, 16, None])
+@pytest.mark.parametrize("aug", GEOMETRIES + COLOURS[:2], ids=repr)
+def test_augment_batch_equals_augment_patch_for_each_patch(
+    aug: Augmentation, size: int | None
+) -> None:
+    from cervixwsi.models._augment import augment_batch
+
+    rng = np.random.default_rng(12)
+    images = rng.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    seeds = rng.integers(0, 2**31, (7, 2))
+    got = np.asarray(augment_batch(images, seeds, size=size, augmentation=aug)).astype(int)
+    want = np.stack(
+        [
+            np.asarray(augment_patch(im, s, size=size, augmentation=aug))
+            for im, s in zip(images, seeds, strict=True)
+        ]
+    ).astype(int)
+    assert got.shape == want.shape
+    if aug.hed_jitter == aug.contrast == aug.hue == 0.0:
+        np.testing.assert_array_equal(got, want)  # geometry: the same pixels
+    else:  # colour: up to float rounding, where a value sits on a half integer
+        assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 1e-3
+
+
+def test_augment_batch_crops_flips_and_turns_like_tensorflow_ops() -> None:
+    # every (crop offset, flip, k) the draws can give, against tf.image's ops
+    from cervixwsi.models._augment import _geometry
+
+    image = np.arange(9 * 8 * 3, dtype=np.int64).reshape(1, 9, 8, 3).astype(np.int32)
+    for top in range(4):
+        for left in range(3):
+            for flip in (0, 1):
+                for k in range(4):
+                    ints = tf.constant([[top, left, flip, k]], tf.int32)
+                    got = np.asarray(_geometry(image, ints, 6))[0]
+                    want = image[0, top : top + 6, left : left + 6]
+                    want = np.asarray(tf.image.rot90(want[:, ::-1] if flip else want, k))
+                    np.testing.assert_array_equal(got, want)
+
+
+def test_augment_batch_refuses_non_square_patches_it_cannot_turn() -> None:
+    from cervixwsi.models._augment import augment_batch
+
+    images = np.zeros((2, 8, 6, 3), np.uint8)
+    with pytest.raises(ParameterError, match="rotate90"):
+        augment_batch(images, [[0, 0], [0, 1]], size=None, augmentation=Augmentation())
+    out = augment_batch(
+        images, [[0, 0], [0, 1]], size=None, augmentation=Augmentation.stain(rotate90=False)
+    )
+    assert out.shape == (2, 8, 6, 3)
+
+
+def test_training_pipeline_batches_are_the_per_patch_augmentations() -> None:
+    from cervixwsi.models import ArrayPatchSource
+    from cervixwsi.models._data import source_dataset
+
+    patches = np.stack([he_patch(s, 20) for s in range(6)])
+    source = ArrayPatchSource(patches, np.array([0, 1] * 3))
+    aug = Augmentation.stain("strong")
+    ds, steps = source_dataset(source, batch_size=4, size=16, augmentation=aug, seed=3, epochs=2)
+    batches = [x.numpy().astype(int) for x, _ in ds]
+    assert len(batches) == 2 * steps
+    for epoch in range(2):
+        order = np.random.default_rng([3, epoch]).permutation(6)
+        got = np.concatenate(batches[epoch * steps : (epoch + 1) * steps])
+        want = np.stack(
+            [
+                np.asarray(
+                    augment_patch(patches[i], [3 * 1_000_003 + epoch, i], size=16, augmentation=aug)
+                )
+                for i in order
+            ]
+        ).astype(int)
+        assert np.abs(got - want).max() <= 1
+
+
+def test_a_users_dataset_is_augmented_by_batch_as_patch_by_patch() -> None:
+    from cervixwsi.models._data import dataset_pipeline
+
+    patches = np.stack([he_patch(s, 20) for s in range(5)])
+    labels = np.array([0, 1, 0, 1, 1])
+    aug = Augmentation.stain()
+    fixed = tf.data.Dataset.from_tensor_slices((patches, labels))
+    ragged = tf.data.Dataset.from_generator(  # unknown patch size: patch by patch
+        lambda: iter(zip(patches, labels, strict=True)),
+        output_signature=(
+            tf.TensorSpec([None, None, 3], tf.uint8),
+            tf.TensorSpec([], tf.int64),
+        ),
+    )
+    out = [
+        [
+            (x.numpy().astype(int), y.numpy())
+            for x, y in dataset_pipeline(d, batch_size=2, size=16, augmentation=aug, seed=4)
+        ]
+        for d in (fixed, ragged)
+    ]
+    assert [x.shape for x, _ in out[0]] == [(2, 16, 16, 3), (2, 16, 16, 3), (1, 16, 16, 3)]
+    for (xa, ya), (xb, yb) in zip(out[0], out[1], strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        assert ya.dtype == np.int32 and np.abs(xa - xb).max() <= 1

@@ -7,6 +7,8 @@ augmentation: the data a run sees are reproducible, also after resuming.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = ["Augmentation", "augment_patch", "hed_to_rgb", "rgb_to_hed"]
+
+logger = logging.getLogger(__name__)
 
 # Ruifrok & Johnston (2001) optical densities of haematoxylin, eosin and DAB,
 # as in skimage.color (rows: stains; columns: R, G, B).
@@ -267,27 +271,347 @@ def hed_to_rgb(hed: Any) -> tf.Tensor:
     return _from_stains(tf.cast(hed, tf.float32) * -_LOG_EPS)
 
 
-def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
-    """Rotate an (H, W, C) float image about its centre by ``angle`` radians."""
+# Per-example random parameters, drawn by _draw into two vectors of fixed layout.
+# Integers: crop offset (top, left), left-right flip (0/1), quarter turns k.
+_TOP, _LEFT, _FLIP, _K = range(4)
+_N_INTS = 4
+# Floats: rotation angle (radians), HED scale (3) and shift (3), brightness delta,
+# contrast, saturation and hue factors.
+_ANGLE, _ALPHA, _BETA, _BRIGHT, _CONTRAST, _SAT, _HUE = 0, 1, 4, 7, 8, 9, 10
+_N_FLOATS = 11
+# (r, c) in the crop of output pixel (i, j) after ``tf.image.rot90(crop, k)``:
+# r = ar i + br j + cr (S - 1), c = ac i + bc j + cc (S - 1); one row (ar, br, cr, ac,
+# bc, cc) per k.
+_QUARTER_TURNS = np.array(
+    [
+        [1, 0, 0, 0, 1, 0],  # k = 0: (i, j)
+        [0, 1, 0, -1, 0, 1],  # k = 1: (j, S-1-i)
+        [-1, 0, 1, 0, -1, 1],  # k = 2: (S-1-i, S-1-j)
+        [0, -1, 1, 1, 0, 0],  # k = 3: (S-1-j, i)
+    ],
+    dtype=np.int32,
+)
+
+
+def _colour_on(aug: Augmentation) -> bool:
+    colour = (aug.hed_jitter, aug.brightness, aug.contrast, aug.saturation, aug.hue)
+    return any(v > 0.0 for v in colour)
+
+
+def _draw_colour(seeds: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """The colour draws of one patch from its split seeds, as the float layout above.
+
+    The same stateless draws (seeds, shapes, ranges) as ``tf.image.stateless_random_*``
+    with these seeds, so the values are those of the per-patch TensorFlow image ops.
+    """
     from cervixwsi.models._tf import tf
 
-    h = tf.cast(tf.shape(image)[0], tf.float32)
-    w = tf.cast(tf.shape(image)[1], tf.float32)
-    cos, sin = tf.cos(angle), tf.sin(angle)
+    def uniform(shape: list[int], seed: tf.Tensor, low: float, high: float) -> tf.Tensor:
+        return tf.random.stateless_uniform(shape, seed, low, high)
+
+    alpha, beta = tf.ones([3]), tf.zeros([3])
+    if aug.hed_jitter > 0.0:
+        s = aug.hed_jitter
+        alpha = uniform([3], seeds[4], 1.0 - s, 1.0 + s)
+        beta = uniform([3], seeds[5], -s, s)
+    bright = tf.zeros([1])
+    if aug.brightness > 0.0:
+        bright = uniform([], seeds[6], -aug.brightness, aug.brightness)[tf.newaxis]
+    contrast = tf.ones([1])
+    if aug.contrast > 0.0:
+        c = aug.contrast
+        contrast = uniform([], seeds[6][::-1], 1.0 - c, 1.0 + c)[tf.newaxis]
+    sat, hue = tf.ones([1]), tf.zeros([1])
+    if aug.saturation > 0.0 or aug.hue > 0.0:
+        # Seeds of their own (split from seeds[6]): the draws above do not change.
+        extra = tf.random.experimental.stateless_split(seeds[6], num=2)
+        if aug.saturation > 0.0:
+            s = aug.saturation
+            sat = uniform([], extra[0], 1.0 - s, 1.0 + s)[tf.newaxis]
+        if aug.hue > 0.0:
+            hue = uniform([], extra[1], -aug.hue, aug.hue)[tf.newaxis]
+    return tf.concat([tf.zeros([1]), alpha, beta, bright, contrast, sat, hue], axis=0)
+
+
+def _draw(
+    seed: tf.Tensor, aug: Augmentation, shape: tf.Tensor, size: int | None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """All random parameters of one patch of ``shape`` (H, W): (int32 (4,), float32 (11,)).
+
+    The draws of :func:`augment_patch`'s TensorFlow image ops for ``seed``: the crop
+    offset of ``tf.image.stateless_random_crop``, the coin of
+    ``tf.image.stateless_random_flip_left_right``, and so on.
+    """
+    from cervixwsi.models._tf import tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
+    height, width = shape[0], shape[1]
+    if size is None:
+        top = left = tf.constant(0, tf.int32)
+    elif aug.random_crop:
+        limit = tf.stack([height - size + 1, width - size + 1, 1])
+        offset = (
+            tf.random.stateless_uniform([3], seeds[1], maxval=tf.int32.max, dtype=tf.int32) % limit
+        )
+        top, left = offset[0], offset[1]
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    flip = tf.constant(0, tf.int32)
+    if aug.flip_lr:
+        coin = tf.random.stateless_uniform([], seeds[2], 0.0, 1.0)
+        flip = tf.cast(coin < 0.5, tf.int32)
+    k = tf.constant(0, tf.int32)
+    if aug.rotate90:
+        k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
+    floats = _draw_colour(seeds, aug) if _colour_on(aug) else tf.zeros([_N_FLOATS])
+    if aug.rotation_degrees > 0.0:
+        limit_rad = aug.rotation_degrees * math.pi / 180.0
+        angle = tf.random.stateless_uniform([], seeds[0], -limit_rad, limit_rad)
+        floats = tf.concat([angle[tf.newaxis], floats[1:]], axis=0)
+    return tf.stack([top, left, flip, k]), floats
+
+
+def _rotate_batch(images: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+    """Rotate (B, H, W, C) float images about their centres by ``angles`` (B,) radians."""
+    from cervixwsi.models._tf import tf
+
+    h = tf.cast(tf.shape(images)[1], tf.float32)
+    w = tf.cast(tf.shape(images)[2], tf.float32)
+    cos, sin = tf.cos(angles), tf.sin(angles)
     cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    zero = tf.zeros_like(angles)
     # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
-    transform = tf.stack(
-        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    transforms = tf.stack(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zero, zero],
+        axis=1,
     )
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis],
-        transforms=transform[tf.newaxis],
-        output_shape=tf.shape(image)[:2],
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",
         fill_mode="REFLECT",
     )
-    return out[0]
+
+
+def _rotate(image: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+    """Rotate an (H, W, C) float image about its centre by ``angle`` radians."""
+    from cervixwsi.models._tf import tf
+
+    return _rotate_batch(image[tf.newaxis], tf.reshape(angle, [1]))[0]
+
+
+def _to_uint8(values: tf.Tensor) -> tf.Tensor:
+    """Float values on the 0-255 scale, rounded and clipped to uint8."""
+    from cervixwsi.models._tf import tf
+
+    return tf.cast(tf.clip_by_value(tf.round(values), 0.0, 255.0), tf.uint8)
+
+
+def _jitter(images: tf.Tensor, params: tf.Tensor, aug: Augmentation) -> tf.Tensor:
+    """The colour jitters of ``aug`` on a uint8 (B, S, S, 3) batch; float RGB out.
+
+    ``params`` (B, 11) holds each patch's draws (:func:`_draw`). Each jitter is one
+    vectorised step over the whole batch, the same transformation, up to float
+    rounding, as TensorFlow's per-image op with that patch's draw:
+
+    * HED: ``stains * a + b`` between colour deconvolution and its inverse is one
+      affine map of the optical densities, ``od @ (HED_FROM_RGB diag(a) RGB_FROM_HED)
+      + b @ RGB_FROM_HED`` (a 3x3 matrix per patch, applied as three broadcast
+      multiply-adds) between one log (a 256-entry table of the uint8 values) and one
+      exp;
+    * brightness ``+ d`` then contrast ``(x - mean) * f + mean`` (per-channel mean of
+      the patch) are ``x * f + (mean * (1 - f) + d)``;
+    * saturation then hue: one trip through HSV (``s * f`` clipped to [0, 1], ``h +
+      delta`` modulo 1), as ``tf.image.adjust_saturation`` then ``adjust_hue``.
+    """
+    from cervixwsi.models._tf import tf
+
+    if aug.hed_jitter > 0.0:
+        od = tf.gather(tf.constant(_OD_TABLE), tf.cast(images, tf.int32))
+        alpha = params[:, _ALPHA : _ALPHA + 3]
+        beta = params[:, _BETA : _BETA + 3]
+        hed = tf.constant(_HED_FROM_RGB, tf.float32)
+        rgb_from = tf.constant(_RGB_FROM_HED, tf.float32)
+        # The map's negation, so that exp() needs no other op: -od' = od @ -M - c.
+        matrix = tf.matmul(hed[tf.newaxis] * -alpha[:, tf.newaxis, :], rgb_from)
+        shift = tf.matmul(-beta, rgb_from)
+        # od @ matrix as three broadcast multiply-adds: one fused loop under XLA.
+        matrix = matrix[:, tf.newaxis, tf.newaxis]  # (B, 1, 1, 3, 3)
+        minus_od = shift[:, tf.newaxis, tf.newaxis, :]
+        for c in range(3):
+            minus_od = minus_od + od[..., c : c + 1] * matrix[..., c, :]
+        rgb = tf.minimum(tf.exp(minus_od), 1.0)
+    else:
+        rgb = tf.cast(images, tf.float32) / 255.0
+    if aug.brightness > 0.0 or aug.contrast > 0.0:
+        delta = params[:, _BRIGHT, tf.newaxis, tf.newaxis, tf.newaxis]
+        if aug.contrast > 0.0:
+            factor = params[:, _CONTRAST, tf.newaxis, tf.newaxis, tf.newaxis]
+            mean = tf.reduce_mean(rgb, axis=[1, 2], keepdims=True)
+            rgb = rgb * factor + (mean * (1.0 - factor) + delta)
+        else:
+            rgb = rgb + delta
+    if aug.saturation > 0.0 or aug.hue > 0.0:
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(rgb, 0.0, 1.0))  # HSV needs [0, 1]
+        h, s, v = tf.unstack(hsv, axis=-1)
+        if aug.saturation > 0.0:
+            s = tf.minimum(s * params[:, _SAT, tf.newaxis, tf.newaxis], 1.0)
+        if aug.hue > 0.0:
+            h = tf.math.floormod(h + params[:, _HUE, tf.newaxis, tf.newaxis], 1.0)
+        rgb = tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1))
+    return rgb
+
+
+# -log of each uint8 value / 255 (floored at 1e-6): the optical density, by table.
+_OD_TABLE = (-np.log(np.maximum(np.arange(256) / 255.0, 1e-6))).astype(np.float32)
+
+
+def _geometry(images: tf.Tensor, ints: tf.Tensor, size: int | None) -> tf.Tensor:
+    """Crop, flip and quarter-turn each patch of a (B, H, W, C) batch: one gather.
+
+    Every output pixel comes from one input pixel through an affine map of its
+    coordinates, set by the patch's crop offset, flip and k (``ints`` (B, 4)), so the
+    whole batch is one ``tf.gather`` of the pixels at computed flat indices.
+    """
+    from cervixwsi.models._tf import tf
+
+    shape = tf.shape(images)
+    n, height, width = shape[0], shape[1], shape[2]
+    out_h = height if size is None else tf.constant(size, tf.int32)
+    out_w = width if size is None else tf.constant(size, tf.int32)
+    turns = tf.gather(tf.constant(_QUARTER_TURNS), ints[:, _K])
+    last = out_w - 1  # S - 1 (the crop is square whenever k may be non-zero)
+    ar, br, cr = turns[:, 0], turns[:, 1], turns[:, 2] * last
+    ac, bc, cc = turns[:, 3], turns[:, 4], turns[:, 5] * last
+    sign = 1 - 2 * ints[:, _FLIP]  # flip: c -> S - 1 - c
+    ac, bc, cc = sign * ac, sign * bc, sign * cc + ints[:, _FLIP] * last
+    coef_i = ar * width + ac
+    coef_j = br * width + bc
+    const = (tf.range(n) * height + ints[:, _TOP] + cr) * width + ints[:, _LEFT] + cc
+    rows = tf.range(out_h)[tf.newaxis, :, tf.newaxis]
+    cols = tf.range(out_w)[tf.newaxis, tf.newaxis, :]
+    index = (
+        coef_i[:, tf.newaxis, tf.newaxis] * rows
+        + coef_j[:, tf.newaxis, tf.newaxis] * cols
+        + const[:, tf.newaxis, tf.newaxis]
+    )
+    pixels = tf.reshape(images, [-1, shape[3]])
+    return tf.gather(pixels, index)
+
+
+@functools.lru_cache(maxsize=1)
+def _xla_available() -> bool:
+    """Whether this TensorFlow compiles with XLA on the CPU (tried once)."""
+    from cervixwsi.models._tf import tf
+
+    try:
+        probe = tf.function(tf.exp, jit_compile=True, autograph=False)
+        probe(tf.zeros([2]))
+    except Exception as exc:  # any failure means: run op by op
+        logger.info("XLA is not available (%s); augmentation runs op by op", exc)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _crop_and_jitter(aug: Augmentation, size: int | None, xla: bool) -> Any:
+    """Crop, flip, quarter-turn and colour-jitter a batch: ``f(images, ints, floats)``.
+
+    One ``tf.function`` per (augmentation, size), compiled with XLA where it can be:
+    XLA fuses the colour jitters' elementwise steps into a few loops over the
+    pixels, about 5 times less CPU than running them op by op.
+    """
+    from cervixwsi.models._tf import tf
+
+    def transform(images: tf.Tensor, ints: tf.Tensor, floats: tf.Tensor) -> tf.Tensor:
+        out = _geometry(images, ints, size)
+        if _colour_on(aug):
+            out = _to_uint8(_jitter(out, floats, aug) * 255.0)
+        return out
+
+    return tf.function(transform, jit_compile=xla, reduce_retracing=True, autograph=False)
+
+
+def augment_batch(
+    images: Any,
+    seeds: Any,
+    *,
+    size: int | None,
+    augmentation: Augmentation,
+) -> tf.Tensor:
+    """Augment a batch of uint8 RGB patches, each as :func:`augment_patch` with its seed.
+
+    The training pipeline's form of :func:`augment_patch`: the per-patch random draws
+    are the same (each patch's own stateless seed), but the transformations run
+    vectorised over the batch: one batched rotation, one gather for crop, flip and
+    quarter turn, and one pass of each colour jitter, after the crop (on the model's
+    input size).  The result equals ``augment_patch(images[i], seeds[i], ...)`` for
+    every ``i`` up to float rounding (a channel value may differ by 1 where the
+    unrounded value is within about 1e-4 of a half integer).
+
+    Parameters
+    ----------
+    images : numpy.ndarray or tf.Tensor of uint8 (B, H, W, 3)
+        The patches (H, W >= ``size``).
+    seeds : numpy.ndarray or tf.Tensor of int (B, 2)
+        One stateless seed per patch.
+    size : int or None
+        Side of the output crops; ``None`` keeps the full patches (which must then
+        be square when ``augmentation.rotate90``).
+    augmentation : Augmentation
+        Which transformations to draw.
+
+    Returns
+    -------
+    tf.Tensor
+        uint8 patches of shape ``(B, size, size, 3)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cervixwsi.models import Augmentation, augment_patch
+    >>> from cervixwsi.models._augment import augment_batch
+    >>> patches = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    >>> seeds = np.array([[1, 2], [1, 3], [7, 0], [9, 9]])
+    >>> aug = Augmentation.stain()
+    >>> out = augment_batch(patches, seeds, size=24, augmentation=aug)
+    >>> out.shape, out.dtype.name
+    (TensorShape([4, 24, 24, 3]), 'uint8')
+    >>> one = augment_patch(patches[2], seeds[2], size=24, augmentation=aug)
+    >>> int(np.abs(out[2].numpy().astype(int) - one.numpy()).max()) <= 1
+    True
+    """
+    from cervixwsi.models._tf import tf
+
+    aug = augmentation
+    images = tf.convert_to_tensor(images, tf.uint8)
+    seeds = tf.cast(tf.convert_to_tensor(seeds), tf.int64)
+    shape = tf.shape(images)
+    if size is not None:
+        tf.debugging.assert_greater_equal(
+            tf.reduce_min(shape[1:3]), size, message=f"augment_batch: patches under size {size}"
+        )
+    elif aug.rotate90 and images.shape[1] != images.shape[2]:
+        raise ParameterError(
+            f"augment_batch: rotate90 needs square patches when size is None, got "
+            f"{images.shape[1]}x{images.shape[2]}"
+        )
+    ints, floats = tf.map_fn(
+        lambda s: _draw(s, aug, shape[1:3], size),
+        seeds,
+        fn_output_signature=(
+            tf.TensorSpec([_N_INTS], tf.int32),
+            tf.TensorSpec([_N_FLOATS], tf.float32),
+        ),
+    )
+    if aug.rotation_degrees > 0.0:
+        images = _to_uint8(_rotate_batch(tf.cast(images, tf.float32), floats[:, _ANGLE]))
+    images = _crop_and_jitter(aug, size, _xla_available())(images, ints, floats)
+    if size is not None:
+        images = tf.ensure_shape(images, [None, size, size, 3])
+    return images
 
 
 def augment_patch(
@@ -298,6 +622,9 @@ def augment_patch(
     augmentation: Augmentation,
 ) -> tf.Tensor:
     """Augment one uint8 RGB patch; return a uint8 ``(size, size, 3)`` tensor.
+
+    In order: rotation by a random angle (full patch), crop of ``size``, left-right
+    flip, quarter turns, then the colour jitters (on the crop).
 
     Parameters
     ----------
@@ -332,8 +659,7 @@ def augment_patch(
     if aug.rotation_degrees > 0.0:
         limit = aug.rotation_degrees * math.pi / 180.0
         angle = tf.random.stateless_uniform([], seeds[0], -limit, limit)
-        rotated = _rotate(tf.cast(image, tf.float32), angle)
-        image = tf.cast(tf.clip_by_value(tf.round(rotated), 0.0, 255.0), tf.uint8)
+        image = _to_uint8(_rotate(tf.cast(image, tf.float32), angle))
     if size is not None:
         if aug.random_crop:
             image = tf.image.stateless_random_crop(image, [size, size, 3], seed=seeds[1])
@@ -346,31 +672,9 @@ def augment_patch(
     if aug.rotate90:
         k = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
         image = tf.image.rot90(image, k)
-    colour = (aug.hed_jitter, aug.brightness, aug.contrast, aug.saturation, aug.hue)
-    if any(v > 0.0 for v in colour):
-        rgb = tf.cast(image, tf.float32) / 255.0
-        if aug.hed_jitter > 0.0:
-            s = aug.hed_jitter
-            alpha = tf.random.stateless_uniform([3], seeds[4], 1.0 - s, 1.0 + s)
-            beta = tf.random.stateless_uniform([3], seeds[5], -s, s)
-            rgb = _from_stains(_stains(rgb) * alpha + beta)
-        if aug.brightness > 0.0:
-            rgb = tf.image.stateless_random_brightness(rgb, aug.brightness, seed=seeds[6])
-        if aug.contrast > 0.0:
-            rgb = tf.image.stateless_random_contrast(
-                rgb, 1.0 - aug.contrast, 1.0 + aug.contrast, seed=seeds[6][::-1]
-            )
-        if aug.saturation > 0.0 or aug.hue > 0.0:
-            # Seeds of their own (split from seeds[6]): the draws above do not change.
-            extra = tf.random.experimental.stateless_split(seeds[6], num=2)
-            rgb = tf.clip_by_value(rgb, 0.0, 1.0)  # HSV needs [0, 1]
-            if aug.saturation > 0.0:
-                rgb = tf.image.stateless_random_saturation(
-                    rgb, 1.0 - aug.saturation, 1.0 + aug.saturation, seed=extra[0]
-                )
-            if aug.hue > 0.0:
-                rgb = tf.image.stateless_random_hue(rgb, aug.hue, seed=extra[1])
-        image = tf.cast(tf.clip_by_value(tf.round(rgb * 255.0), 0.0, 255.0), tf.uint8)
+    if _colour_on(aug):
+        params = _draw_colour(seeds, aug)[tf.newaxis]
+        image = _to_uint8(_jitter(image[tf.newaxis], params, aug)[0] * 255.0)
     if size is not None:
         image = tf.ensure_shape(image, [size, size, 3])
     return image

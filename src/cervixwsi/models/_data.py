@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from cervixwsi._validate import check_int, check_positive_int
 from cervixwsi.errors import ModelError, ParameterError, PatchStoreError
-from cervixwsi.models._augment import Augmentation, augment_patch
+from cervixwsi.models._augment import Augmentation, augment_batch, augment_patch
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -212,17 +212,12 @@ def source_dataset(
         return patches, tf.ensure_shape(labs, [None]), tf.ensure_shape(seeds, [None, 2])
 
     aug = augmentation if augmentation is not None else Augmentation.none()
-    out_spec = tf.TensorSpec([size, size, 3], tf.uint8)
 
-    def augment_batch(patches: tf.Tensor, labs: tf.Tensor, seeds: tf.Tensor) -> Any:
-        # Batches stay as read (never merged across epochs); patches are augmented one by one.
+    def augment(patches: tf.Tensor, labs: tf.Tensor, seeds: tf.Tensor) -> Any:
+        # Batches stay as read (never merged across epochs); each patch draws from its own
+        # seed, and the transformations run vectorised over the batch.
         seeds = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + seeds[:, 0], seeds[:, 1]], axis=1)
-        out = tf.map_fn(
-            lambda args: augment_patch(args[0], args[1], size=size, augmentation=aug),
-            (patches, seeds),
-            fn_output_signature=out_spec,
-        )
-        return out, labs
+        return augment_batch(patches, seeds, size=size, augmentation=aug), labs
 
     def centre_batch(patches: tf.Tensor, labs: tf.Tensor, seeds: tf.Tensor) -> Any:
         # No augmentation: the centre crop of the whole batch at once (what augment_patch
@@ -236,10 +231,24 @@ def source_dataset(
     ds = tf.data.Dataset.range(first_epoch * steps, (first_epoch + epochs) * steps)
     ds = ds.map(read_tf, num_parallel_calls=autotune, deterministic=True)
     identity = augmentation is None or augmentation == Augmentation.none()
-    transform = centre_batch if identity else augment_batch
+    transform = centre_batch if identity else augment
     ds = ds.map(transform, num_parallel_calls=autotune, deterministic=True)
     ds = ds.prefetch(autotune)
-    return ds, steps
+    return ds.with_options(_pipeline_options()), steps
+
+
+def _pipeline_options() -> tf.data.Options:
+    """One thread per batch's transformation, so the pipeline leaves the training's cores.
+
+    The batches' reads and augmentations run in parallel (``AUTOTUNE`` calls, in
+    order), each on one thread: TensorFlow's intra-op threads stay with the model's
+    training step instead of serving one batch's augmentation.
+    """
+    from cervixwsi.models._tf import tf
+
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 def dataset_pipeline(
@@ -275,12 +284,26 @@ def dataset_pipeline(
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(dataset, seeds.batch(2))
 
+    autotune = tf.data.AUTOTUNE
+    if (spec[0].shape[1:3] if rank == 4 else spec[0].shape[:2]).is_fully_defined():
+        # Patches of one size: batch first, then augment each batch vectorised (each
+        # patch with its own seed, as patch by patch).
+        def augment(pair: Any, s: tf.Tensor) -> Any:
+            patches, labels = pair
+            out = augment_batch(patches, s, size=size, augmentation=aug)
+            return out, tf.cast(labels, tf.int32)
+
+        dataset = dataset.batch(batch_size).map(
+            augment, num_parallel_calls=autotune, deterministic=True
+        )
+        return dataset.prefetch(autotune).with_options(_pipeline_options())
+
     def augment_one(pair: Any, s: tf.Tensor) -> Any:
         patch, label = pair
         return augment_patch(patch, s, size=size, augmentation=aug), tf.cast(label, tf.int32)
 
-    dataset = dataset.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.map(augment_one, num_parallel_calls=autotune, deterministic=True)
+    return dataset.batch(batch_size).prefetch(autotune).with_options(_pipeline_options())
 
 
 @dataclass(frozen=True, eq=False)
