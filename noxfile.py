@@ -21,6 +21,8 @@ PYTHON = "3.11"
 ROOT = Path(__file__).parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+# Options an example needs besides --out to run at CI size.
+EXAMPLE_ARGS = {"reproduce_study.py": ["--smoke"]}
 
 
 @nox.session(python=PYTHON)
@@ -59,13 +61,18 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
-    """Run every script in ``examples/`` end to end on small data."""
+    """Run every script in ``examples/`` end to end on small data (``EXAMPLE_ARGS`` sizes)."""
     session.install("-e", ".[tf,onnx,plot]")
     out = Path(session.create_tmp()) / "examples-out"
     for script in EXAMPLES:
         session.log(f"running {script.name}")
         session.run(
-            "python", str(script), "--out", str(out / script.stem), env={"MPLBACKEND": "Agg"}
+            "python",
+            str(script),
+            "--out",
+            str(out / script.stem),
+            *EXAMPLE_ARGS.get(script.name, []),
+            env={"MPLBACKEND": "Agg"},
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cervixwsi.errors import (
     LevelError,
     ParameterError,
     PredictorError,
+    SlideReadError,
     StoreMismatchError,
 )
 from cervixwsi.geometry import Raster, resolve_level
@@ -518,6 +520,105 @@ def test_prefetching_is_bounded(position_slide: ArraySlide) -> None:
     ).generate(slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
     assert len(ahead) == 16 * 11 // 2
     assert max(ahead) <= 3 * 2  # never more than `prefetch` batches read ahead
+
+
+class RecordingSlide(ArraySlide):
+    """Counts the reads of each position and the threads that made them; can be slow or fail."""
+
+    def __init__(self, *args: Any, slow_outside_main: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slow = slow_outside_main
+        self.fail_at: tuple[int, int] | None = None
+        self.reads: dict[tuple[int, int], int] = {}
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def read_region(self, location: Any, level: Any, size: Any) -> Any:
+        thread = threading.current_thread()
+        if self.slow and thread is not threading.main_thread():
+            time.sleep(self.slow)
+        with self._lock:
+            key = (int(location[0]), int(location[1]))
+            self.reads[key] = self.reads.get(key, 0) + 1
+            self.threads.add(thread.name)
+        if key == self.fail_at:
+            raise SlideReadError(f"simulated corrupt tile at {key}")
+        return super().read_region(location, level, size)
+
+
+def reader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("heatmap-read")]
+
+
+@pytest.mark.parametrize(("workers", "prefetch"), [(1, 1), (2, 1), (3, 2), (4, 4), (8, 3)])
+def test_every_patch_is_read_once_and_predicted_in_order(workers: int, prefetch: int) -> None:
+    slide = RecordingSlide(position_image(WIDTH, HEIGHT), mpp=0.5)
+    predictor = PositionPredictor()
+    heat = HeatmapGenerator(
+        predictor,
+        stride=64,
+        batch_size=7,
+        workers=workers,
+        prefetch=prefetch,
+        min_tissue=0.0,
+        progress=False,
+    ).generate(slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    np.testing.assert_allclose(heat.array, expected_map(64), atol=1e-6)
+    order = [(x, y) for y in range(0, HEIGHT, 64) for x in range(0, WIDTH, 64)]
+    assert predictor.seen == order  # the plan's order, batch after batch
+    assert slide.reads == dict.fromkeys(order, 1)
+    assert reader_threads() == []  # the reading threads end with the run
+
+
+def test_the_caller_reads_what_lagging_threads_have_not_begun() -> None:
+    slide = RecordingSlide(position_image(WIDTH, HEIGHT), mpp=0.5, slow_outside_main=0.02)
+    predictor = PositionPredictor()
+    heat = HeatmapGenerator(
+        predictor, stride=128, batch_size=6, workers=1, min_tissue=0.0, progress=False
+    ).generate(slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    np.testing.assert_allclose(heat.array, expected_map(128), atol=1e-6)
+    assert {"MainThread", "heatmap-read-0"} <= slide.threads  # both read
+    assert set(slide.reads.values()) == {1}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_read_error_is_raised_at_its_batch_after_the_earlier_batches_are_stored(
+    tmp_path: Path, workers: int
+) -> None:
+    out = tmp_path / "run.zarr"
+    tissue = full_tissue(WIDTH, HEIGHT)
+    slide = RecordingSlide(position_image(WIDTH, HEIGHT), mpp=0.5)
+    slide.fail_at = (512, 128)  # position 8 + 4 = 12 of the 8 x 6 grid: batch 3 of 4
+    first = PositionPredictor()
+    gen = HeatmapGenerator(
+        first, stride=128, batch_size=4, workers=workers, min_tissue=0.0, progress=False
+    )
+    with pytest.raises(SlideReadError, match=r"simulated corrupt tile at \(512, 128\)"):
+        gen.generate(slide, out=out, tissue_mask=tissue)
+    assert len(first.seen) == 12  # batches 0-2 predicted and stored
+    assert reader_threads() == []
+
+    slide.fail_at = None
+    second = PositionPredictor()
+    gen = HeatmapGenerator(second, stride=128, batch_size=4, min_tissue=0.0, progress=False)
+    heat = gen.generate(slide, out=out, tissue_mask=tissue)
+    assert not set(first.seen) & set(second.seen)
+    assert len(first.seen) + len(second.seen) == 8 * 6
+    np.testing.assert_allclose(heat.array, expected_map(128), atol=1e-6)
+
+
+def test_reading_threads_end_when_the_predictor_fails(position_slide: ArraySlide) -> None:
+    gen = HeatmapGenerator(
+        PositionPredictor(fail_after=2),
+        stride=64,
+        batch_size=3,
+        workers=4,
+        min_tissue=0.0,
+        progress=False,
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        gen.generate(position_slide, tissue_mask=full_tissue(WIDTH, HEIGHT))
+    assert reader_threads() == []
 
 
 def test_protocol_is_structural() -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import queue
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -17,7 +14,7 @@ from cervixwsi._validate import check_fraction, check_positive_int
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import resolve_level, slide_mpp
 from cervixwsi.heatmap._heatmap import Heatmap, HeatmapInfo
-from cervixwsi.heatmap._plan import _check_predictions, _Plan, public_name
+from cervixwsi.heatmap._plan import _check_predictions, _Plan, _Reads, public_name
 from cervixwsi.heatmap._runstore import _RunStore
 
 if TYPE_CHECKING:
@@ -99,10 +96,15 @@ class HeatmapGenerator:
     masker : TissueMasker, optional
         Tissue detection; default :class:`~cervixwsi.tissue.TissueMasker()`.
     workers : int
-        Threads reading and decoding patches while the predictor works.
+        Background threads reading and decoding patches while the predictor
+        works (4).  Each reads a whole batch into its preallocated array; with a
+        predictor on the CPU one is busy at a time, more keep a fast (GPU)
+        predictor fed.  The calling thread also reads whatever patches of the
+        next batch no thread has begun, so the predictor never waits for a
+        thread that has not started.
     prefetch : int
-        Batches read ahead of the predictor (bounds memory:
-        ``prefetch * batch_size`` patches).
+        Batches read ahead of the predictor (bounds memory: ``prefetch + 1``
+        batches of patches exist at a time).
     progress : bool
         Show a progress bar with patches/s.
 
@@ -313,14 +315,13 @@ class HeatmapGenerator:
     ) -> None:
         from tqdm.auto import tqdm
 
-        size = (int(self.patch_size), int(self.patch_size))
-        batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        size = int(self.patch_size)
+        batch_size = int(self.batch_size)
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        xs, ys = plan.x.tolist(), plan.y.tolist()
 
-        def read(batch: npt.NDArray[np.intp]) -> npt.NDArray[np.uint8]:
-            out = np.empty((len(batch), size[1], size[0], 3), np.uint8)
-            for k, i in enumerate(batch):
-                out[k] = slide.read_region((int(plan.x[i]), int(plan.y[i])), level, size)
-            return out
+        def read(i: int, out: npt.NDArray[np.uint8]) -> None:
+            out[...] = slide.read_region((xs[i], ys[i]), level, (size, size))
 
         with (
             tqdm(
@@ -329,48 +330,21 @@ class HeatmapGenerator:
                 unit="patch",
                 desc=f"heatmap {slide.name}",
             ) as bar,
-            ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="heatmap-read") as ex,
+            _Reads(
+                read,
+                batches,
+                (size, size, 3),
+                depth=int(self.prefetch),
+                threads=int(self.workers),
+            ) as reads,
         ):
-            for index, (batch, patches) in enumerate(_prefetched(ex, read, batches, self.prefetch)):
+            for index, batch in enumerate(batches):
+                patches = reads.get(index)
                 values = _check_predictions(self.predictor.predict(patches), batch, index, plan)
                 probs[batch] = values
                 if store is not None:
                     store.write(batch, values)
                 bar.update(len(batch))
-
-
-def _prefetched(
-    executor: ThreadPoolExecutor,
-    read: Any,
-    batches: Sequence[npt.NDArray[np.intp]],
-    depth: int,
-) -> Iterator[tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]]:
-    """Yield ``(batch, patches)`` in order while up to ``depth`` batches are read ahead.
-
-    Each batch is read by one worker; several batches are read at once, so reading
-    and decoding (which release the GIL) overlap the predictor.
-    """
-    pending: queue.SimpleQueue[tuple[npt.NDArray[np.intp], Future[npt.NDArray[np.uint8]]]]
-    pending = queue.SimpleQueue()
-    it = iter(batches)
-    in_flight = 0
-    for batch in it:
-        pending.put((batch, executor.submit(read, batch)))
-        in_flight += 1
-        if in_flight >= depth:
-            break
-    try:
-        while in_flight:
-            batch, future = pending.get()
-            in_flight -= 1
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.put((nxt, executor.submit(read, nxt)))
-                in_flight += 1
-            yield batch, future.result()
-    finally:
-        while not pending.empty():
-            pending.get()[1].cancel()
 
 
 def _assemble(

@@ -11,7 +11,13 @@ The two metrics of the study's Table 3 and Fig. 4:
   :class:`~cervixwsi.geometry.Raster` masks, anything that draws itself as one
   (:class:`MaskSource`, such as an :class:`~cervixwsi.annotations.AnnotationSet`
   read from an annotation file) and submission CSVs), and
-  :func:`detect_lesions`, the step from a probability heatmap to detections.
+  :func:`detect_lesions`, the step from a probability heatmap to detections
+  (:func:`choose_detection_params` picks its method and settings on training slides).
+* :func:`compare_models` puts several models scored on the same slides side by
+  side (the study's Table 3): AUC with its DeLong interval, FROC score and
+  sensitivities, slide and lesion counts, and the paired DeLong p-value of a
+  reference model (the ensemble) against each other one, as a
+  :class:`ModelComparison` that writes CSV and Markdown.
 * :func:`format_p_value` writes a p-value for a report (``p < 0.0001``, never
   ``p = 0.0000``).
 
@@ -31,7 +37,8 @@ Examples
 
 from __future__ import annotations
 
-from cervixwsi.metrics._detect import detect_lesions
+from cervixwsi.metrics._comparison import ModelComparison, ModelRow, compare_models
+from cervixwsi.metrics._detect import DetectionChoice, choose_detection_params, detect_lesions
 from cervixwsi.metrics._detections import read_detections_csv, write_detections_csv
 from cervixwsi.metrics._evaluation_mask import evaluation_mask, itc_labels
 from cervixwsi.metrics._evaluator import FROCEvaluator, MaskSource
@@ -51,13 +58,18 @@ __all__ = [
     "EVAL_FPS",
     "AucCI",
     "AucComparison",
+    "DetectionChoice",
     "FROCEvaluator",
     "FROCResult",
     "MaskSource",
+    "ModelComparison",
+    "ModelRow",
     "RocCurve",
     "SlideFROC",
     "auc_ci",
+    "choose_detection_params",
     "compare_auc",
+    "compare_models",
     "detect_lesions",
     "evaluation_mask",
     "format_p_value",
