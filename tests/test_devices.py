@@ -256,7 +256,10 @@ def _index_in_worker(_: int) -> tuple[int, int | None]:
 
 
 @pytest.mark.slow
-def test_process_pool_workers_have_distinct_indices() -> None:
+def test_process_pool_workers_have_distinct_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spawned workers unpickle _index_in_worker by its module, tests.test_devices, on the
+    # parent's sys.path: let them import it from the repository root.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     context = multiprocessing.get_context("spawn")
     env = {k: os.environ.pop(k) for k in (WORKER_INDEX_ENV,) if k in os.environ}
     try:
