@@ -6,8 +6,8 @@ tumor-probability map.  :class:`HeatmapGenerator` does that for any
 an :class:`~cervixwsi.models.EnsembleClassifier`, an ONNX model, a
 scikit-learn pipeline, ...): it finds the tissue
 (:class:`~cervixwsi.tissue.TissueMasker`), lays the patch grid over it
-(:class:`~cervixwsi.tiling.PatchGrid`), reads and decodes patches in a thread
-pool that feeds a bounded queue while the predictor works, and writes each
+(:class:`~cervixwsi.tiling.PatchGrid`), reads and decodes batches of patches in
+background threads a bounded number of batches ahead of the predictor, and writes each
 prediction to its heatmap pixel.  With ``out=`` a zarr directory, results are
 stored as batches finish, and running again continues where it stopped.
 
