@@ -49,10 +49,10 @@ import numpy as np
 import numpy.typing as npt
 
 from cervixwsi._validate import check_choice, check_fraction, check_real
-from cervixwsi.errors import ParameterError, RegionError
+from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import Raster, resolve_level, slide_mpp
 from cervixwsi.tissue._filters import _ellipse, _remove_small
-from cervixwsi.tissue._slidelike import SlideLike
+from cervixwsi.tissue._slidelike import SlideLike, read_low_level
 
 if TYPE_CHECKING:
     from cervixwsi.tissue._mask import TissueMask
@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 CAUSES: tuple[str, ...] = ("pen", "fold", "blur", "dust")
 # Where causes overlap, the one drawn last wins: pen over dust over fold over blur.
 _PRECEDENCE = ("blur", "fold", "dust", "pen")
-_MAX_LEVEL_PIXELS = 2**28
 _BLOCK_PX = 1024  # blur/dust pass: working pixels per block side read at once
 
 
@@ -519,27 +518,10 @@ class ArtifactMasker:
     def _read_low(self, slide: SlideLike) -> tuple[npt.NDArray[np.uint8], float, float]:
         """The low level's RGB, its level-0 downsample and its µm per pixel."""
         level = self.choose_level(slide)
-        width_k, height_k = slide.level_dimensions[level]
-        if width_k * height_k > _MAX_LEVEL_PIXELS:
-            raise RegionError(
-                f"artifact detection reads one whole level, and level {level} of slide "
-                f"{slide.name!r} is {width_k}x{height_k} pixels: give the slide a pyramid "
-                "(cervixwsi.slide.write_pyramid) or choose a coarser level"
-            )
-        rgb = np.asarray(slide.read_level(level))
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise RegionError(
-                f"slide {slide.name!r} level {level} gave pixels of shape {rgb.shape} and dtype "
-                f"{rgb.dtype}; expected (h, w, 3) uint8 RGB"
-            )
-        downsample = float(slide.level_downsamples[level])
         mpp0 = slide_mpp(slide, self.assumed_mpp)
-        assert mpp0 is not None
-        if self.level is None and mpp0 * downsample < self.mpp / 1.01:
-            downsample = self.mpp / mpp0
-            width0, height0 = slide.dimensions
-            size = (math.ceil(width0 / downsample), math.ceil(height0 / downsample))
-            rgb = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+        assert mpp0 is not None  # assumed_mpp (validated) stands in for a missing one
+        target = self.mpp if self.level is None else None
+        rgb, downsample = read_low_level(slide, level, mpp0, target, "artifact detection")
         return rgb, downsample, mpp0 * downsample
 
     def detect(self, slide: SlideLike, tissue: TissueMask | None = None) -> ArtifactMask:

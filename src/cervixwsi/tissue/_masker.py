@@ -14,12 +14,12 @@ import numpy as np
 import numpy.typing as npt
 
 from cervixwsi._validate import check_choice, check_real
-from cervixwsi.errors import ParameterError, RegionError
+from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import resolve_level, slide_mpp
 from cervixwsi.tissue._artifacts import ArtifactMasker
 from cervixwsi.tissue._filters import _ellipse, _fill_holes, _remove_small, pen_mask
 from cervixwsi.tissue._mask import TissueMask
-from cervixwsi.tissue._slidelike import SlideLike
+from cervixwsi.tissue._slidelike import SlideLike, read_low_level
 
 __all__ = ["TissueMasker"]
 
@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 _PEN_WARN_KEPT = 0.5
 
 Channel = Literal["saturation", "value"]
-# The largest level read whole (about 800 MB of RGB; 8 µm/px of a 13 x 13 cm slide).
-_MAX_LEVEL_PIXELS = 2**28
 _CHANNELS: dict[str, int] = {"saturation": 1, "value": 2}
 
 
@@ -275,30 +273,10 @@ class TissueMasker:
                 UserWarning,
                 stacklevel=2,
             )
-        width_k, height_k = slide.level_dimensions[level]
-        if width_k * height_k > _MAX_LEVEL_PIXELS:
-            gib = 3 * width_k * height_k / 2**30
-            raise RegionError(
-                f"tissue detection reads one whole level, and level {level} of slide "
-                f"{slide.name!r} is {width_k}x{height_k} pixels ({gib:.1f} GiB of RGB): give "
-                "the slide a pyramid (cervixwsi.slide.write_pyramid) or choose a coarser level"
-            )
-        rgb = np.asarray(slide.read_level(level))
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise RegionError(
-                f"slide {slide.name!r} level {level} gave pixels of shape {rgb.shape} and dtype "
-                f"{rgb.dtype}; expected (h, w, 3) uint8 RGB"
-            )
-        downsample = float(slide.level_downsamples[level])
         mpp0 = slide_mpp(slide, self.assumed_mpp)
         assert mpp0 is not None  # assumed_mpp (validated) stands in for a missing one
-        if self.level is None and mpp0 * downsample < self.mpp / 1.01:
-            # The level is finer than the target: average it down to the target, so the
-            # mask is the same whichever level (or slide resolution) it came from.
-            downsample = self.mpp / mpp0
-            width0, height0 = slide.dimensions
-            size = (math.ceil(width0 / downsample), math.ceil(height0 / downsample))
-            rgb = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+        target = self.mpp if self.level is None else None
+        rgb, downsample = read_low_level(slide, level, mpp0, target, "tissue detection")
         pixel_um = mpp0 * downsample
         array = self.detect(rgb, pixel_um)
         mask = TissueMask(array, downsample, slide.dimensions, mpp=slide_mpp(slide))
