@@ -23,6 +23,10 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("bench_*.py"))
 # Options an example needs besides --out to run at CI size.
 EXAMPLE_ARGS = {"reproduce_study.py": ["--smoke"]}
+# Examples the test suite already runs end to end (tests/test_reproduce_study.py runs
+# `reproduce_study.py --smoke`, resumes it and interrupts it): skipped here unless
+# `nox -s examples -- --all`, to keep CI within its time on 2 cores.
+RUN_BY_TESTS = {"reproduce_study.py"}
 
 
 @nox.session(python=PYTHON)
@@ -65,6 +69,9 @@ def examples(session: nox.Session) -> None:
     session.install("-e", ".[tf,onnx,plot]")
     out = Path(session.create_tmp()) / "examples-out"
     for script in EXAMPLES:
+        if script.name in RUN_BY_TESTS and "--all" not in session.posargs:
+            session.log(f"skipping {script.name}: the test suite runs it")
+            continue
         session.log(f"running {script.name}")
         session.run(
             "python",
