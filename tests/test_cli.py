@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -62,6 +63,53 @@ def test_help_lists_the_stages_in_pipeline_order_and_reads_like_the_docs() -> No
         assert "Example:" in text and f"cervixwsi {command}" in text, command
         assert "--workers N" in text and "--scheduler ADDRESS" in text, command
         assert "--out" in text, command
+
+
+# Options that a command takes under a shared name but with another meaning: synth's
+# --tumor/--normal count slides and its --mpp is their scan resolution; tissue's
+# --mpp/--level are the mask's working resolution.
+OTHER_MEANING = {
+    ("synth", "--tumor"),
+    ("synth", "--normal"),
+    ("synth", "--mpp"),
+    ("tissue", "--mpp"),
+    ("tissue", "--level"),
+}
+# Shared options whose help says what the command does with them (and --out and
+# --manifest are optional in some commands); everything else about them is shared.
+PER_COMMAND_HELP = {"--out", "--seed", "--manifest"}
+
+
+def test_a_shared_option_is_the_same_in_every_command() -> None:
+    copies: dict[str, list[tuple[str, dict[str, object]]]] = {}
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and (name, param.opts[0]) not in OTHER_MEANING:
+                info = {**param.to_info_dict(), "show_default": param.show_default}
+                copies.setdefault(param.opts[0], []).append((name, info))
+    shared = {option: found for option, found in copies.items() if len(found) > 1}
+    assert set(shared) >= {
+        "--out",
+        "--workers",
+        "--scheduler",
+        "--quiet",
+        "--seed",
+        "--patch-size",
+        "--level",
+        "--min-tissue",
+        "--tissue",
+        "--batch-size",
+        "--manifest",
+        "--heatmaps",
+    }
+    for option, found in shared.items():
+        ignored = {"help", "required"} if option in PER_COMMAND_HELP else set()
+        first, reference = found[0]
+        expected = {k: v for k, v in reference.items() if k not in ignored}
+        for other, info in found[1:]:
+            got = {k: v for k, v in info.items() if k not in ignored}
+            assert got == expected, f"{option}: {other} differs from {first}"
+        assert all(info["help"] for _, info in found), option
 
 
 @pytest.mark.parametrize(

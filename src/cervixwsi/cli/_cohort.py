@@ -15,7 +15,16 @@ import click
 import numpy as np
 
 from cervixwsi._io import atomic_write_text
-from cervixwsi.cli._common import executor_options, out_option, progress_option, run_stage
+from cervixwsi.cli._common import run_stage
+from cervixwsi.cli._options import (
+    batch_size_option,
+    executor_options,
+    heatmaps_option,
+    manifest_option,
+    out_option,
+    progress_option,
+    seed_option,
+)
 from cervixwsi.cohort import (
     DetectionTask,
     PatchStoreSet,
@@ -95,9 +104,7 @@ def _labels(refs: Sequence[SlideRef]) -> dict[str, int]:
     show_default=True,
     help="Level-0 µm/px (0.25: a 40x scan).",
 )
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="The cohort's seed."
-)
+@seed_option("The cohort's seed.")
 @executor_options
 @progress_option
 def synth(
@@ -189,11 +196,9 @@ def train_model(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Folder of per-slide patch stores (default: OUT/patches).",
 )
-@click.option(
-    "--manifest",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Manifest whose split column picks the training and validation slides "
-    "(default: every store trains, no validation).",
+@manifest_option(
+    "Manifest whose split column picks the training and validation slides "
+    "(default: every store trains, no validation)."
 )
 @click.option(
     "--arch",
@@ -212,13 +217,7 @@ def train_model(
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Training epochs."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Patches per batch (the study's: 32).",
-)
+@batch_size_option
 @click.option(
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
@@ -226,13 +225,7 @@ def train_model(
     show_default=True,
     help="Adam's initial learning rate (the study's: 0.01).",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the weights, shuffling and augmentation.",
-)
+@seed_option("Seed of the weights, shuffling and augmentation.")
 @executor_options
 @progress_option
 def train(
@@ -324,12 +317,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     "The run's folder: the classifier goes to OUT/slide_classifier.cwsi.zip, the "
     "scores to OUT/predictions.csv."
 )
-@click.option(
-    "--manifest",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    required=True,
-    help="Manifest with each slide's label and split.",
-)
+@manifest_option("Manifest with each slide's label and split.", required=True)
 @click.option(
     "--features",
     "features_csv",
@@ -350,9 +338,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     show_default=True,
     help="Trees of each random forest.",
 )
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the forests."
-)
+@seed_option("Seed of the forests.")
 @executor_options
 @progress_option
 def classify(
@@ -442,12 +428,7 @@ def _auc(y: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> dict[str, Any
     "The run's folder: the results go to OUT/evaluation.json, detections to "
     "OUT/detections/<slide>.csv."
 )
-@click.option(
-    "--manifest",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    required=True,
-    help="Manifest with each slide's label, split and annotations.",
-)
+@manifest_option("Manifest with each slide's label, split and annotations.", required=True)
 @click.option(
     "--predictions",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -460,11 +441,7 @@ def _auc(y: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> dict[str, Any
     show_default=True,
     help="The slides evaluated.",
 )
-@click.option(
-    "--heatmaps",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Heatmap folder for the lesion-level FROC (default: OUT/heatmaps; skipped when absent).",
-)
+@heatmaps_option
 @executor_options
 @progress_option
 def evaluate(
@@ -484,7 +461,8 @@ def evaluate(
 
     The AUC scores the slides of --split with OUT/predictions.csv.  The FROC
     detects lesions on every heatmap of the split (one task per slide, on the
-    workers) and compares them with the manifest's tumor annotations.
+    workers) and compares them with the manifest's tumor annotations; it is skipped
+    when there is no heatmap folder.
 
     \b
     Example:

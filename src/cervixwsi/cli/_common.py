@@ -1,12 +1,12 @@
-"""What every subcommand shares: options, the run of a stage, its summary, errors."""
+"""What every subcommand shares: the run of a stage, its summary, errors (options: _options)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -22,18 +22,11 @@ from cervixwsi.cohort import (
 from cervixwsi.errors import CervixWSIError
 
 __all__ = [
-    "F",
     "Group",
     "echo_report",
-    "executor_options",
     "one_line",
-    "out_option",
-    "progress_option",
     "run_stage",
-    "slides_argument",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Slides listed per stage in a summary; the rest are in the report.
 MAX_LISTED = 20
@@ -61,50 +54,6 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (CervixWSIError, OSError) as exc:
             raise click.ClickException(one_line(exc) or type(exc).__name__) from None
-
-
-def executor_options(f: F) -> F:
-    """``--workers N`` and ``--scheduler ADDRESS``."""
-    f = click.option(
-        "--scheduler",
-        metavar="ADDRESS",
-        help=(
-            "Run on Dask distributed: the address of a running scheduler "
-            "(tcp://host:8786, started with `dask scheduler`), or `local` for a "
-            "LocalCluster of --workers processes on this machine.  Needs "
-            "cervixwsi[distributed]."
-        ),
-    )(f)
-    f = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        metavar="N",
-        help="Worker processes on this machine (default: 1, this process).",
-    )(f)
-    return f
-
-
-def out_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
-    """``--out DIR``."""
-    return click.option(
-        "--out",
-        "-o",
-        type=click.Path(file_okay=False, path_type=Path),
-        required=required,
-        help=help_text,
-    )
-
-
-def progress_option(f: F) -> F:
-    """``--quiet``: no progress bar."""
-    return click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
-
-
-def slides_argument(*, required: bool = True) -> Callable[[F], F]:
-    """``SLIDES...``: a manifest, a folder or slide files."""
-    return click.argument(
-        "slides", nargs=-1, required=required, type=click.Path(path_type=Path), metavar="SLIDES..."
-    )
 
 
 def _result_words(result: Mapping[str, Any]) -> str:

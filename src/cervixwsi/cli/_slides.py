@@ -9,13 +9,19 @@ from typing import Any
 
 import click
 
-from cervixwsi.cli._common import (
+from cervixwsi.cli._common import one_line, run_stage
+from cervixwsi.cli._options import (
+    batch_size_option,
     executor_options,
-    one_line,
+    heatmaps_option,
+    min_tissue_option,
     out_option,
+    patch_level_option,
+    patch_size_option,
     progress_option,
-    run_stage,
+    seed_option,
     slides_argument,
+    tissue_option,
 )
 from cervixwsi.cohort import (
     CohortRunError,
@@ -180,20 +186,8 @@ def _tissue_folder(tissue: Path | None, out: Path) -> str | None:
 @click.command()
 @slides_argument()
 @out_option("The run's folder: one patch store per slide in OUT/patches/<slide>.zarr.")
-@click.option(
-    "--patch-size",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Patch side in pixels (the study's: 256).",
-)
-@click.option(
-    "--level",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Level the patches are read at (the study's: 0).",
-)
+@patch_size_option
+@patch_level_option
 @click.option(
     "--tumor",
     "n_tumor",
@@ -218,33 +212,16 @@ def _tissue_folder(tissue: Path | None, out: Path) -> str | None:
     show_default=True,
     help="Normal patches per slide without tumor (the study's: 500).",
 )
-@click.option(
-    "--min-tissue",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Minimum tissue fraction of a patch.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the run (each slide draws from its own stream).",
-)
-@click.option(
-    "--tissue",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of saved tissue masks (default: OUT/tissue if `cervixwsi tissue` "
-    "made it, else tissue is detected here).",
-)
+@min_tissue_option
+@seed_option("Seed of the run (each slide draws from its own stream).")
+@tissue_option
 @executor_options
 @progress_option
 def patches(
     slides: tuple[Path, ...],
     out: Path,
     patch_size: int,
-    level: int,
+    level: int | None,
     n_tumor: int,
     n_normal: int,
     n_normal_slide: int,
@@ -274,7 +251,7 @@ def patches(
         n_normal=n_normal,
         n_normal_normal_slide=n_normal_slide,
         patch_size=patch_size,
-        level=level,
+        level=0 if level is None else level,
         min_tissue=min_tissue,
         seed=seed,
     )
@@ -303,14 +280,8 @@ def patches(
     type=click.Choice(["tensorflow", "onnxruntime"]),
     help="Inference engine (default: the model's).",
 )
-@click.option(
-    "--patch-size",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Patch side in pixels (the study's: 256).",
-)
-@click.option("--level", type=click.IntRange(min=0), help="Level patches are read at (default 0).")
+@patch_size_option
+@patch_level_option
 @click.option(
     "--mpp",
     type=click.FloatRange(min=0, min_open=True),
@@ -321,25 +292,9 @@ def patches(
     type=click.IntRange(min=1),
     help="Pixels between patches (default: the patch size, one pixel per patch).",
 )
-@click.option(
-    "--min-tissue",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Minimum tissue fraction of a predicted patch.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Patches per prediction batch.",
-)
-@click.option(
-    "--tissue",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of saved tissue masks (default: OUT/tissue if present).",
-)
+@min_tissue_option
+@batch_size_option
+@tissue_option
 @click.option(
     "--gpu",
     is_flag=True,
@@ -405,11 +360,7 @@ def heatmap(
 @click.command()
 @slides_argument(required=False)
 @out_option("The run's folder: rows go to OUT/features/<slide>.csv, the table to OUT/features.csv.")
-@click.option(
-    "--heatmaps",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of heatmap stores (default: OUT/heatmaps).",
-)
+@heatmaps_option
 @click.option(
     "--preset",
     type=click.Choice(["cervix28", "camelyon16"]),

@@ -7,28 +7,35 @@ place, chunk by chunk, each chunk flagged done once written, so an interrupted f
 resumes where it stopped.  Patches added later (:meth:`PatchStore.add_patches`, e.g. mined
 hard negatives) go into ``additions/``: one zarr group per call and slide, written whole
 in a temporary sibling and renamed into place, so an interrupted addition is invisible.
+
+The format is in :mod:`~cervixwsi.tiling._storeformat`, the fill in
+:mod:`~cervixwsi.tiling._fill` and the additions in :mod:`~cervixwsi.tiling._additions`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi._io import atomic_path
-from cervixwsi._store import StoreFormat, mark_complete, same_json
-from cervixwsi._validate import check_choice, check_positive_int, is_int
-from cervixwsi.errors import GeometryError, ParameterError, PatchStoreError
+from cervixwsi._validate import check_positive_int
+from cervixwsi.errors import ParameterError, PatchStoreError
 from cervixwsi.geometry import Raster
-from cervixwsi.tiling._coords import IntArray, PatchCoords, read_patch, read_patches
+from cervixwsi.tiling._additions import (
+    box_array,
+    label_value,
+    new_coords,
+    read_additions,
+    slide_number,
+    write_addition,
+)
+from cervixwsi.tiling._coords import IntArray, PatchCoords
+from cervixwsi.tiling._fill import fill_patches
 from cervixwsi.tiling._plan import (
     Source,
     as_source,
@@ -39,153 +46,16 @@ from cervixwsi.tiling._plan import (
     write_plan,
 )
 from cervixwsi.tiling._sampler import PatchSampler
+from cervixwsi.tiling._storeformat import (
+    ADDITIONS,
+    FORMAT,
+    SAMPLED,
+    recorded_masker,
+    same_masker,
+)
 from cervixwsi.tissue import TissueMasker
 
 __all__ = ["PatchStore"]
-
-# --- the format -----------------------------------------------------------------------
-
-# Version 1 kept the identity's keys as top-level attributes, with a "planned" flag set
-# once the plan was written in place; version 2 keeps them in "identity" and is planned
-# beside its place, so it is never half-made.
-_IDENTITY_KEYS = ("slides", "sampler", "seed", "tumor_masks", "tissue_masks", "masker")
-
-
-def _from_version_1(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A version-1 store's attributes in the version-2 layout."""
-    if not attrs.get("planned"):
-        raise PatchStoreError(
-            f"{path} is a patch store whose planning was interrupted (by an older cervixwsi, "
-            "which planned in place); delete it and build again"
-        )
-    identity = {key: attrs[key] for key in _IDENTITY_KEYS if key in attrs}
-    return {**attrs, "identity": identity, "complete": attrs.get("complete", False)}
-
-
-_FORMAT = StoreFormat(
-    "cervixwsi.PatchStore",
-    2,
-    kind="patch store",
-    error=PatchStoreError,
-    migrate=_from_version_1,
-    advice="build into a new path (or delete it)",
-)
-
-
-#: The source of the patches :meth:`PatchStore.build` planned.
-SAMPLED = "sampled"
-#: The folder of a store that holds the patches added after its plan, one group per call.
-_ADDITIONS = "additions"
-_LABELS = {"normal": 0, "tumor": 1}
-
-
-@dataclass(frozen=True, eq=False)
-class _Addition:
-    """One group of ``additions/``: patches of one slide, one label, one source."""
-
-    n: int
-    slide_index: int
-    label: int
-    source: str
-    x: IntArray
-    y: IntArray
-    tissue: npt.NDArray[np.float32]
-    patches: Any
-
-
-def _read_additions(folder: Path, n_slides: int) -> list[_Addition]:
-    """The additions in ``folder`` in name order (hidden temporary siblings skipped)."""
-    import zarr
-
-    if not folder.is_dir():
-        return []
-    out = []
-    for child in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
-        try:
-            group = zarr.open_group(str(child), mode="r", zarr_format=3)
-            attrs = dict(group.attrs)
-            x = np.asarray(group["x"][:], dtype=np.int64)
-            addition = _Addition(
-                n=len(x),
-                slide_index=int(attrs["slide_index"]),
-                label=int(attrs["label"]),
-                source=str(attrs["source"]),
-                x=x,
-                y=np.asarray(group["y"][:], dtype=np.int64),
-                tissue=np.asarray(group["tissue"][:], dtype=np.float32),
-                patches=group["patches"],
-            )
-        except Exception as exc:
-            raise PatchStoreError(
-                f"the added patches {child} of the patch store {folder.parent} are corrupt: {exc}"
-            ) from exc
-        if not 0 <= addition.slide_index < n_slides or addition.patches.shape[0] != addition.n:
-            raise PatchStoreError(
-                f"the added patches {child} of the patch store {folder.parent} are corrupt: "
-                f"slide index {addition.slide_index} of {n_slides} slides, "
-                f"{addition.patches.shape[0]} patches for {addition.n} positions"
-            )
-        out.append(addition)
-    return out
-
-
-# Masker parameters added since stores were first made, with the value that stores
-# recorded before them meant: an older store's masker lacks the key.
-_ADDED_MASKER_PARAMS: dict[str, Any] = {"artifacts": None}
-
-
-def _same_masker(old: Any, new: Any) -> bool:
-    """Whether two recorded tissue-masker parameters are the same masker.
-
-    A parameter added since a store was made (``artifacts``) counts as its value then
-    (``None``), so a store made before it resumes with a masker that leaves it unset.
-
-    Examples
-    --------
-    >>> _same_masker({"mpp": 8.0}, {"mpp": 8.0, "artifacts": None})
-    True
-    >>> _same_masker({"mpp": 8.0}, {"mpp": 8.0, "artifacts": {"causes": ["pen"]}})
-    False
-    """
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return same_json(old, new)
-    return same_json({**_ADDED_MASKER_PARAMS, **old}, {**_ADDED_MASKER_PARAMS, **new})
-
-
-def _label_value(label: Any) -> int:
-    """``"normal"``/``"tumor"`` (or 0/1) as the stored label."""
-    if isinstance(label, str):
-        return _LABELS[check_choice(label, "PatchStore.add_patches: label", tuple(_LABELS))]
-    if not is_int(label):
-        raise ParameterError(
-            f"PatchStore.add_patches: label must be 'normal', 'tumor', 0 or 1, got {label!r}"
-        )
-    return int(check_choice(int(label), "PatchStore.add_patches: label", (0, 1)))
-
-
-def _box_array(boxes: Any) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float32]]:
-    """``boxes`` (PatchCoords or (n, 4) level-0 ``x, y, w, h``) and their tissue fractions."""
-    if isinstance(boxes, PatchCoords):
-        return boxes.boxes(), np.asarray(boxes.tissue, np.float32)
-    try:
-        arr = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ParameterError(
-            "PatchStore.add_patches: boxes must be PatchCoords or an (n, 4) array of level-0 "
-            f"x, y, width, height, got {type(boxes).__name__}"
-        ) from None
-    if arr.size == 0 and arr.ndim >= 1:
-        arr = arr.reshape(0, 4)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ParameterError(
-            "PatchStore.add_patches: boxes must be PatchCoords or an (n, 4) array of level-0 "
-            f"x, y, width, height, got {np.shape(boxes)!r}"
-        )
-    if not np.isfinite(arr).all() or (arr[:, 2:] <= 0).any():
-        raise ParameterError(
-            "PatchStore.add_patches: boxes must be finite with a positive width and height"
-        )
-    return arr, np.full(len(arr), np.nan, np.float32)
 
 
 class PatchStore:
@@ -236,7 +106,7 @@ class PatchStore:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        opened = _FORMAT.open(path)
+        opened = FORMAT.open(path)
         self._path = opened.path
         group = opened.group
         try:
@@ -258,7 +128,7 @@ class PatchStore:
 
     def _load_additions(self) -> None:
         """Read the groups of ``additions/`` (patches added after the plan), in order."""
-        self._added = _read_additions(self._path / _ADDITIONS, len(self.slide_names))
+        self._added = read_additions(self._path / ADDITIONS, len(self.slide_names))
         self._labels = np.concatenate(
             [self._base_labels, *(np.full(a.n, a.label, np.int64) for a in self._added)]
         )
@@ -372,20 +242,7 @@ class PatchStore:
 
         ``None`` when the masks were given to :meth:`build`.
         """
-        params = self._identity.get("masker")
-        if params is None:
-            return None
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in dict(params).items()
-        }
-        if isinstance(fields.get("artifacts"), dict):  # a masker with an ArtifactMasker
-            from cervixwsi.tissue import ArtifactMasker
-
-            recorded: dict[str, Any] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in fields["artifacts"].items()
-            }
-            fields["artifacts"] = ArtifactMasker(**recorded)
-        return TissueMasker(**fields)
+        return recorded_masker(self._identity.get("masker"))
 
     @property
     def is_complete(self) -> bool:
@@ -644,13 +501,13 @@ class PatchStore:
         ...     print(first, again, len(store), store.sources[-3:].tolist())
         2 0 8 ['sampled', 'hard_negative', 'hard_negative']
         """
-        value = _label_value(label)
+        value = label_value(label)
         if not isinstance(source, str) or not source.strip() or source == SAMPLED:
             raise ParameterError(
                 f"PatchStore.add_patches: source must be a non-empty name other than "
                 f"{SAMPLED!r} (which names the planned patches), got {source!r}"
             )
-        box, tissue = _box_array(boxes)
+        box, tissue = box_array(boxes)
         item = as_source(slide, None)
         try:
             s = self._slide_number(item)
@@ -675,21 +532,7 @@ class PatchStore:
 
     def _slide_number(self, item: Source) -> int:
         """The index of ``item`` among the store's slides (by name, checked by size)."""
-        names = self.slide_names
-        if item.name not in names:
-            raise ParameterError(
-                f"PatchStore.add_patches: slide {item.name!r} is not one of the slides of "
-                f"{self._path} ({', '.join(map(repr, names))})"
-            )
-        s = names.index(item.name)
-        recorded = tuple(int(v) for v in self._identity["slides"][s]["dimensions"])
-        if tuple(item.slide.dimensions) != recorded:
-            raise GeometryError(
-                f"PatchStore.add_patches: slide {item.name!r} is {item.slide.dimensions[0]}x"
-                f"{item.slide.dimensions[1]} level-0 pixels, but the store's slide of that name "
-                f"was {recorded[0]}x{recorded[1]}"
-            )
-        return s
+        return slide_number(item, self._identity["slides"], self._path)
 
     def _new_coords(
         self,
@@ -699,74 +542,31 @@ class PatchStore:
         tissue: npt.NDArray[np.float32],
     ) -> PatchCoords:
         """The boxes as the store's patches of slide ``s``, less those it already holds."""
-        level = slide_levels(self._attrs)[s]
-        downsample = float(self._attrs["downsamples"][s])
-        extent = self.patch_size * downsample
-        cx, cy = box[:, 0] + box[:, 2] / 2, box[:, 1] + box[:, 3] / 2
-        width, height = item.slide.dimensions
-        outside = (cx < 0) | (cy < 0) | (cx >= width) | (cy >= height)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise GeometryError(
-                f"PatchStore.add_patches: box {box[i].tolist()} of slide {item.name!r} has its "
-                f"centre outside the slide ({width}x{height} level-0 pixels)"
-            )
-        x = np.floor(cx - extent / 2 + 0.5).astype(np.int64)
-        y = np.floor(cy - extent / 2 + 0.5).astype(np.int64)
         mine = self.slide_index == s
-        held = set(zip(self.x[mine].tolist(), self.y[mine].tolist(), strict=True))
-        keep = np.zeros(len(x), bool)
-        for i, corner in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
-            if corner not in held:
-                held.add(corner)
-                keep[i] = True
-        return PatchCoords(
-            x[keep],
-            y[keep],
-            level=level,
-            size=self.patch_size,
-            downsample=downsample,
-            slide_dimensions=(int(width), int(height)),
-            tissue=tissue[keep],
+        return new_coords(
+            item,
+            box,
+            tissue,
+            level=slide_levels(self._attrs)[s],
+            downsample=float(self._attrs["downsamples"][s]),
+            patch_size=self.patch_size,
+            held=set(zip(self.x[mine].tolist(), self.y[mine].tolist(), strict=True)),
         )
 
     def _write_addition(
         self, item: Source, s: int, coords: PatchCoords, label: int, source: str
     ) -> None:
         """Write ``coords``' patches as a new group of ``additions/``, whole or not at all."""
-        import zarr
-
-        folder = self._path / _ADDITIONS
-        folder.mkdir(exist_ok=True)
-        taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
-        target = folder / f"{max(taken, default=-1) + 1:06d}"
-        n, size, chunk = len(coords), self.patch_size, self._chunk
-        try:
-            with atomic_path(target) as tmp:
-                group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
-                for name, values in (("x", coords.x), ("y", coords.y), ("tissue", coords.tissue)):
-                    arr = group.create_array(name, shape=(n,), chunks=(n,), dtype=values.dtype)
-                    arr[:] = values
-                patches = group.create_array(
-                    "patches",
-                    shape=(n, size, size, 3),
-                    chunks=(min(chunk, n), size, size, 3),
-                    dtype=np.uint8,
-                    compressors=self._arrays["patches"].compressors or None,
-                )
-                for lo in range(0, n, chunk):
-                    hi = min(n, lo + chunk)
-                    patches[lo:hi] = read_patches(item.slide, coords, np.arange(lo, hi))
-                group.attrs.update(
-                    {"slide": item.name, "slide_index": s, "label": label, "source": source}
-                )
-        except OSError as exc:
-            if target.exists():
-                raise PatchStoreError(
-                    f"another process added patches to {self._path} at the same time "
-                    f"({target.name}); run add_patches again"
-                ) from exc
-            raise
+        write_addition(
+            self._path / ADDITIONS,
+            item,
+            s,
+            coords,
+            label=label,
+            source=source,
+            chunk=self._chunk,
+            compressors=self._arrays["patches"].compressors,
+        )
 
     @classmethod
     def _plan(
@@ -786,71 +586,26 @@ class PatchStore:
         def initialize(group: Any) -> None:
             write_plan(group, sources, sampler, tissue_masks, masker, seed, chunk_patches, compress)
 
-        _FORMAT.create_or_resume(
+        FORMAT.create_or_resume(
             path,
             identity,
             initialize,
             describe=describers([s.name for s in sources]),
-            compare={"sampler": same_sampler, "masker": _same_masker},
+            compare={"sampler": same_sampler, "masker": same_masker},
         )
         return cls(path)
 
     def _fill(self, sources: list[Source], workers: int, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
-        group = _FORMAT.open(self._path, mode="r+").group
-        patches, done_arr = group["patches"], group["done"]
-        done = np.asarray(done_arr[:], dtype=bool)
         n = self._n_base  # the planned patches (additions are written whole)
-        xs, ys, index = self.x[:n], self.y[:n], self.slide_index[:n]
-        size = self.patch_size
-        levels = slide_levels(self._attrs)
-        downsamples = self._attrs["downsamples"]
-        todo = np.flatnonzero(~done)
-        if not len(todo):
-            if not self._attrs.get("complete"):
-                mark_complete(group)
-            return
-        chunk = self._chunk
-
-        def extract(k: int) -> int:
-            lo, hi = k * chunk, min(n, (k + 1) * chunk)
-            batch = np.empty((hi - lo, size, size, 3), np.uint8)
-            for j, i in enumerate(range(lo, hi)):
-                s = int(index[i])
-                coords = PatchCoords(
-                    xs[i : i + 1],
-                    ys[i : i + 1],
-                    level=levels[s],
-                    size=size,
-                    downsample=downsamples[s],
-                    slide_dimensions=sources[s].slide.dimensions,
-                )
-                batch[j] = read_patch(sources[s].slide, coords, 0)
-            patches[lo:hi] = batch
-            return k
-
-        remaining = sum(min(n, (int(k) + 1) * chunk) - int(k) * chunk for k in todo)
-        bar = tqdm(total=n, initial=n - remaining, unit="patch", disable=not progress)
-        last_flush = time.monotonic()
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        futures: dict[concurrent.futures.Future[int], int] = {}
-        try:
-            futures.update({pool.submit(extract, int(k)): int(k) for k in todo})
-            for future in concurrent.futures.as_completed(futures):
-                k = future.result()
-                done[k] = True
-                bar.update(min(n, (k + 1) * chunk) - k * chunk)
-                if time.monotonic() - last_flush > 1.0:
-                    done_arr[:] = done
-                    last_flush = time.monotonic()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future, k in futures.items():
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    done[k] = True
-            done_arr[:] = done
-            if done.all():
-                mark_complete(group)
-            bar.close()
-        self._done = done
+        self._done = fill_patches(
+            FORMAT.open(self._path, mode="r+").group,
+            sources,
+            x=self.x[:n],
+            y=self.y[:n],
+            slide_index=self.slide_index[:n],
+            levels=slide_levels(self._attrs),
+            downsamples=self._attrs["downsamples"],
+            complete=bool(self._attrs.get("complete")),
+            workers=workers,
+            progress=progress,
+        )
