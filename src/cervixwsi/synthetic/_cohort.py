@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cervixwsi._io import atomic_write_csv
-from cervixwsi._validate import check_fraction, check_int, check_positive_int
+from cervixwsi._validate import check_fraction, check_int, check_positive_int, check_real
 from cervixwsi.errors import ParameterError
 from cervixwsi.synthetic._spec import SyntheticSlideSpec
 
@@ -199,6 +199,7 @@ def make_cohort(
     split: Sequence[float] = STUDY_SPLIT,
     spec_options: Mapping[str, Any] | None = None,
     progress: bool = True,
+    difficulty: float | None = None,
 ) -> Cohort:
     """Write a cohort of synthetic slides, their annotations and a manifest CSV.
 
@@ -238,6 +239,10 @@ def make_cohort(
         ``tumor`` or ``seed``.
     progress : bool
         Show a progress bar over the slides.
+    difficulty : float, optional
+        :attr:`SyntheticSlideSpec.difficulty` of every slide, in [0, 1]
+        (default: the spec's default, 0.5, or ``spec_options["difficulty"]``;
+        giving both is an error).
 
     Returns
     -------
@@ -281,6 +286,13 @@ def make_cohort(
         raise ParameterError(
             f"spec_options must not set {reserved}: make_cohort sets them for every slide"
         )
+    if difficulty is not None:
+        if "difficulty" in options:
+            raise ParameterError(
+                "give the difficulty once: make_cohort.difficulty or "
+                "spec_options['difficulty'], not both"
+            )
+        options["difficulty"] = check_real(difficulty, "make_cohort.difficulty", min=0.0, max=1.0)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
     jobs: list[tuple[str, str, str, SyntheticSlideSpec]] = []
     per_label = _stratified_counts(n_tumor, n_normal, shares)

@@ -10,7 +10,7 @@ construction (up to the few pixels of a ragged border).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from cervixwsi.geometry import Raster
 from cervixwsi.synthetic._noise import FloatArray, TextureBank, stream_key
-from cervixwsi.synthetic._spec import SyntheticSlideSpec
+from cervixwsi.synthetic._spec import NESTS_PER_MM2, SyntheticSlideSpec
 
 __all__ = ["F", "SlideLayout", "Stain", "make_layout"]
 
@@ -31,7 +31,9 @@ class F:
     DEPTH = 1  # epithelium depth: 0 at the surface, 1 at the basal layer, > 1 stroma
     TUMOR = 2  # tumor indicator, smoothed; tumor where > 0.5 (and inside tissue)
     PSI = 3  # stream function of collagen fibres, level-0 px
-    N = 4
+    MIMIC = 4  # mimic islands (immature metaplasia), smoothed; mimic where > 0.5
+    LYMPH = 5  # lymphocyte clusters, smoothed weight in [0, 1]
+    N = 6
     # SlideLayout.artifact_fields
     FOLD = 0  # fold indicator, fold where > 0.5
     BLUR = 1  # out-of-focus weight in [0, 1]
@@ -90,6 +92,9 @@ class SlideLayout:
         The ground truth (bool, at ``spec.mask_downsample``).
     n_lesions : int
         Connected components (8-connected) of the tumor mask.
+    glands : numpy.ndarray
+        ``(n, 5)`` endocervical glands ``(x, y, a, b, angle)``: centre, lumen
+        semi-axes in level-0 px and angle in radians.
     """
 
     spec: SyntheticSlideSpec
@@ -103,6 +108,7 @@ class SlideLayout:
     tissue_mask: Raster
     tumor_mask: Raster
     n_lesions: int
+    glands: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 5)))
 
     @property
     def epithelium_mask(self) -> Raster:
@@ -226,6 +232,127 @@ def _stain(spec: SyntheticSlideSpec, rng: np.random.Generator) -> Stain:
     )
 
 
+def _draw_nests(
+    rng: np.random.Generator,
+    canvas: FloatArray,
+    inner: npt.NDArray[np.intp],
+    sdf: FloatArray,
+    spec: SyntheticSlideSpec,
+    n: int,
+    um: float,
+) -> list[tuple[float, float, float, float]]:
+    """Draw ``n`` small nests (50-400 µm, smaller when harder) into ``canvas`` (in place).
+
+    The first is at least 200 µm across, so that a slide has patches that are
+    mostly tumor even when all the others are small.
+
+    Returns ``(u, v, radius_um, draw)`` per nest: its centre in mask px, its
+    radius and a uniform number for the caller (the same random draws whatever
+    the caller does with them, so tumor nests and mimic islands share shapes).
+    """
+    rows, cols = canvas.shape
+    if n <= 0 or not inner.size:
+        return []
+    scale = 1.0 - 0.35 * round(spec.difficulty, 2)
+    n_foci = max(1, math.ceil(n / 6))
+    foci = _pick(rng, inner, cols, n_foci)
+    out = []
+    for i in range(n):
+        if rng.random() < spec.nest_scatter:
+            c = _pick(rng, inner, cols, 1)[0]
+        else:
+            c = foci[i % n_foci] + rng.normal(0.0, 400.0 / um, 2)
+            r_, c_ = int(np.clip(c[1], 0, rows - 1)), int(np.clip(c[0], 0, cols - 1))
+            if sdf[r_, c_] <= 1.0:
+                c = _pick(rng, inner, cols, 1)[0]
+        radius_um = scale * float(np.clip(60.0 * np.exp(rng.normal(0.0, 0.55)), 25.0, 200.0))
+        if i == 0:  # one nest large enough for patches that are mostly tumor
+            radius_um = max(radius_um, 100.0)
+        # at least 1.6 mask px: a smaller nest would vanish when smoothed onto the grid
+        radius_um = max(radius_um, 1.6 * um)
+        poly = _blob_polygon(rng, c[0], c[1], radius_um / um, 9, 0.8)
+        cv2.fillPoly(canvas, [poly], 1.0, cv2.LINE_8, 4)
+        out.append((float(c[0]), float(c[1]), radius_um, float(rng.random())))
+    return out
+
+
+def _draw_large_nests(
+    rng: np.random.Generator,
+    canvas: FloatArray,
+    inner: npt.NDArray[np.intp],
+    sdf: FloatArray,
+    spec: SyntheticSlideSpec,
+    n: int,
+    um: float,
+) -> npt.NDArray[np.float64]:
+    """Draw ``n`` large lobulated nests into ``canvas`` (in place); points inside them."""
+    rows, cols = canvas.shape
+    scale = 1.0 - 0.35 * round(spec.difficulty, 2)
+    side_um = min(rows, cols) * um
+    points = []
+    for _ in range(n if inner.size else 0):
+        radius_um = 0.5 * scale * float(np.exp(rng.uniform(np.log(600.0), np.log(1500.0))))
+        radius_um = max(min(radius_um, 0.08 * side_um), 1.6 * um)
+        deep = np.flatnonzero(sdf * um > 0.5 * radius_um)
+        c = _pick(rng, deep if deep.size else inner, cols, 1)[0]
+        lobe = np.zeros_like(canvas)
+        cv2.fillPoly(
+            lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4
+        )
+        septa = _smooth_noise(rng, (rows, cols), 35.0 / um) > -0.35
+        np.maximum(canvas, lobe * septa, out=canvas)
+        inside = np.flatnonzero((lobe * septa).ravel() > 0)
+        if inside.size:
+            points.append(_pick(rng, inside, cols, int(rng.integers(2, 6))))
+    return np.concatenate(points) if points else np.zeros((0, 2))
+
+
+def _deepest_nest(canvas: FloatArray, tissue: npt.NDArray[np.bool_], um: float) -> None:
+    """Draw a nest (60 µm, smaller in thin tissue) at the deepest point of ``tissue``."""
+    dist = cv2.distanceTransform(tissue.astype(np.uint8), cv2.DIST_L2, 5)
+    r_, c_ = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    radius = max(1.6, min(60.0 / um, 0.8 * float(dist[r_, c_])))
+    centre = (round(float(c_) * 16), round(float(r_) * 16))
+    cv2.circle(canvas, centre, round(radius * 16), 1.0, -1, cv2.LINE_8, 4)
+
+
+def _glands(
+    rng: np.random.Generator,
+    spec: SyntheticSlideSpec,
+    tissue: npt.NDArray[np.bool_],
+    sdf: FloatArray,
+    depth: FloatArray,
+    taken: FloatArray,
+    um: float,
+    tissue_mm2: float,
+) -> npt.NDArray[np.float64]:
+    """Endocervical glands in the stroma, away from the tumor nests: ``(n, 5)``."""
+    rows, cols = tissue.shape
+    d = spec.mask_downsample
+    near = cv2.GaussianBlur(taken, (0, 0), max(1.0, 40.0 / um))
+    free = tissue & (depth > 1.4) & (sdf * um > 80.0) & (near < 0.02)
+    free_idx = np.flatnonzero(free)
+    if not free_idx.size:
+        return np.zeros((0, 5), np.float64)
+    used = np.zeros((rows, cols), bool)
+    glands: list[tuple[float, float, float, float, float]] = []
+    for u, v in _pick(rng, free_idx, cols, int(rng.poisson(4.0 * tissue_mm2))):
+        a_um = rng.uniform(15.0, 40.0)
+        b_um = a_um * rng.uniform(0.35, 0.9)
+        angle = rng.uniform(0.0, np.pi)
+        r_c, c_c = int(v), int(u)
+        reach = math.ceil((a_um + 40.0) / um)
+        box = (
+            slice(max(0, r_c - reach), r_c + reach + 1),
+            slice(max(0, c_c - reach), c_c + reach + 1),
+        )
+        if free[box].mean() < 0.8 or used[box].any():
+            continue
+        used[box] = True
+        glands.append((u * d, v * d, a_um / spec.mpp, b_um / spec.mpp, angle))
+    return np.asarray(glands, np.float64).reshape(-1, 5)
+
+
 def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     """The coarse layout of the slide ``spec`` describes (deterministic per ``spec.seed``).
 
@@ -297,44 +424,43 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     fields[..., F.DEPTH] = np.clip(depth, 0.0, 4.0)
 
     # --- tumor nests (many small, clustered or scattered, plus a few large lobulated ones)
+    hard = round(spec.difficulty, 2)
+    stroma_idx = np.flatnonzero((sdf * um > 60.0) & (depth > 1.3))
+    inner = stroma_idx if stroma_idx.size else np.flatnonzero(tissue)
     nest_canvas = np.zeros((rows, cols), np.float32)
     pearls: list[tuple[float, float, float]] = []
     if spec.tumor and tissue.any():
-        stroma = np.flatnonzero((sdf * um > 60.0) & (depth > 1.3))
-        inner = stroma if stroma.size else np.flatnonzero(tissue)
-        n_small = spec.nest_count
-        n_foci = max(1, math.ceil(n_small / 6))
-        foci = _pick(rng, inner, cols, n_foci)
-        for i in range(n_small):
-            if rng.random() < spec.nest_scatter:
-                c = _pick(rng, inner, cols, 1)[0]
-            else:
-                c = foci[i % n_foci] + rng.normal(0.0, 400.0 / um, 2)
-                r_, c_ = int(np.clip(c[1], 0, rows - 1)), int(np.clip(c[0], 0, cols - 1))
-                if sdf[r_, c_] <= 1.0:
-                    c = _pick(rng, inner, cols, 1)[0]
-            radius_um = float(np.clip(60.0 * np.exp(rng.normal(0.0, 0.55)), 25.0, 200.0))
-            poly = _blob_polygon(rng, c[0], c[1], radius_um / um, 9, 0.8)
-            cv2.fillPoly(nest_canvas, [poly], 1.0, cv2.LINE_8, 4)
-            if radius_um >= 50.0 and rng.random() < 0.6:
-                pearls.append((c[0] * d, c[1] * d, min(0.3 * radius_um, 40.0) / spec.mpp))
-        side_um = min(rows, cols) * um
-        for _ in range(spec.large_nests):
-            radius_um = 0.5 * float(np.exp(rng.uniform(np.log(600.0), np.log(1500.0))))
-            radius_um = min(radius_um, 0.08 * side_um)
-            deep = np.flatnonzero(sdf * um > 0.5 * radius_um)
-            c = _pick(rng, deep if deep.size else inner, cols, 1)[0]
-            lobe = np.zeros_like(nest_canvas)
-            cv2.fillPoly(
-                lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4
-            )
-            septa = _smooth_noise(rng, (rows, cols), 35.0 / um) > -0.35
-            nest_canvas = np.maximum(nest_canvas, lobe * septa)
-            inside = np.flatnonzero((lobe * septa).ravel() > 0)
-            if inside.size:
-                for p in _pick(rng, inside, cols, int(rng.integers(2, 6))):
-                    pearls.append((p[0] * d, p[1] * d, rng.uniform(20.0, 45.0) / spec.mpp))
+        centres = _draw_nests(rng, nest_canvas, inner, sdf, spec, spec.nest_count, um)
+        pearl_p = 0.6 * (1.0 - hard) ** 1.5
+        for cx, cy, radius_um, draw in centres:
+            if radius_um >= 50.0 and draw < pearl_p:
+                pearls.append((cx * d, cy * d, min(0.3 * radius_um, 40.0) / spec.mpp))
+        for p in _draw_large_nests(rng, nest_canvas, inner, sdf, spec, spec.large_nests, um):
+            if rng.random() < (1.0 - hard) ** 1.5:
+                pearls.append((p[0] * d, p[1] * d, rng.uniform(20.0, 45.0) / spec.mpp))
     fields[..., F.TUMOR] = cv2.GaussianBlur(nest_canvas, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT)
+
+    # --- mimics, from their own stream: islands of immature metaplasia shaped like the
+    # nests (same shapes and sizes), lymphocyte clusters; more of both when harder
+    mrng = np.random.default_rng(stream_key(spec.seed, 5))
+    glands = np.zeros((0, 5), np.float64)
+    if tissue.any():
+        base = max(5, round(NESTS_PER_MM2 * spec.slide_area_mm2 * spec.tissue_fraction))
+        mimic = np.zeros((rows, cols), np.float32)
+        _draw_nests(mrng, mimic, inner, sdf, spec, round(base * (0.1 + 14.0 * hard**1.5)), um)
+        _draw_large_nests(mrng, mimic, inner, sdf, spec, round(spec.large_nests * hard), um)
+        fields[..., F.MIMIC] = cv2.GaussianBlur(mimic, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT)
+        lymph = np.zeros((rows, cols), np.float32)
+        tissue_mm2 = float(tissue.sum()) * (um / 1000.0) ** 2
+        for u, v in _pick(mrng, inner, cols, int(mrng.poisson((0.5 + 4.0 * hard) * tissue_mm2))):
+            r = max(1.5, mrng.uniform(30.0, 110.0) / um)
+            cv2.fillPoly(lymph, [_blob_polygon(mrng, u, v, r, 6, 0.6)], 1.0, cv2.LINE_8, 4)
+        lymph = cv2.GaussianBlur(lymph, (0, 0), max(0.8, 8.0 / um))
+        if spec.tumor and hard < 1.0:  # inflamed stroma around the nests of easier slides
+            peri = cv2.GaussianBlur(nest_canvas, (0, 0), max(1.0, 30.0 / um))
+            lymph = np.maximum(lymph, (1.0 - hard) * np.clip(1.2 * peri, 0.0, 1.0))
+        fields[..., F.LYMPH] = lymph
+        glands = _glands(mrng, spec, tissue, sdf, depth, nest_canvas, um, tissue_mm2)
 
     # --- stroma: fibre streamlines and density
     # Fibres run along the level lines of psi: smooth noise (waves, whorls) plus a ramp
@@ -394,6 +520,14 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     if "pen" in spec.artifacts:  # ink is not tissue
         tissue_truth &= ~(artifact_fields[..., F.PEN] > 0.5)
     tumor_truth = (fields[..., F.TUMOR] > 0.5) & tissue_truth
+    if spec.tumor and not tumor_truth.any() and tissue_truth.any():
+        # every nest was cut away (by the slide's edges, pen ink, or a coarse mask grid):
+        # a tumor slide always shows tumor, so put one nest where the tissue is deepest
+        _deepest_nest(nest_canvas, tissue_truth, um)
+        fields[..., F.TUMOR] = cv2.GaussianBlur(
+            nest_canvas, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT
+        )
+        tumor_truth = (fields[..., F.TUMOR] > 0.5) & tissue_truth
     n_lesions = int(cv2.connectedComponents(tumor_truth.astype(np.uint8), connectivity=8)[0]) - 1
     return SlideLayout(
         spec=spec,
@@ -407,4 +541,5 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
         tissue_mask=Raster(tissue_truth, d, spec.dimensions, mpp=spec.mpp),
         tumor_mask=Raster(tumor_truth, d, spec.dimensions, mpp=spec.mpp),
         n_lesions=n_lesions,
+        glands=glands,
     )

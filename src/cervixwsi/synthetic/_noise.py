@@ -12,6 +12,7 @@ order, in parallel, and agree across their borders:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -102,6 +103,16 @@ class TextureBank:
             low=_periodic_noise(rng, size, 10.0),
             white=rng.standard_normal((size, size)).astype(np.float32),
         )
+
+    @functools.cached_property
+    def scanner_noise(self) -> FloatArray:
+        """``(size, size, 3)``: the scanner noise added to RGB, ``0.8 * white`` on each channel."""
+        return np.ascontiguousarray(np.repeat((0.8 * self.white)[..., None], 3, axis=2))
+
+    @functools.cached_property
+    def low_range(self) -> tuple[float, float]:
+        """The minimum and maximum of :attr:`low` (which interpolation cannot leave)."""
+        return (float(self.low.min()), float(self.low.max()))
 
     def lookup(
         self, texture: FloatArray, xs: npt.NDArray[np.int64], ys: npt.NDArray[np.int64]

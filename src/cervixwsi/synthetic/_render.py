@@ -1,9 +1,13 @@
 """The fine scale of a synthetic slide: pixels of any level-0 region, tile by tile.
 
 A region is drawn in optical density (Beer–Lambert): hematoxylin and eosin
-concentration maps are built from the layout fields (bilinearly interpolated)
-and from nuclei placed on global jittered grids, then mixed with the slide's
-stain vectors, ``RGB = glass * exp(-(c_H * v_H + c_E * v_E))``.
+concentration maps are the periodic cell atlases of :mod:`._atlas` (sampled at
+global coordinates plus a per-slide offset, by slicing) blended with weights
+from the layout fields (bilinearly interpolated), plus collagen fibres,
+capillaries, glands and keratin pearls, then mixed with the slide's stain
+vectors, ``RGB = glass * exp(-(c_H * v_H + c_E * v_E))``.  Weights that the
+layout shows to be constant over a region are scalars, so a tile pays only
+for the structures it shows.
 
 Every value is a function of global level-0 coordinates, the layout and the
 seed, and each region is drawn with a margin that covers every blur, so a
@@ -12,19 +16,24 @@ region drawn in one call equals the same region assembled from sub-regions.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from cervixwsi.synthetic._atlas import ATLAS_KINDS, N_VARIANTS, PAD, atlas, atlas_size
 from cervixwsi.synthetic._layout import F, SlideLayout
 from cervixwsi.synthetic._noise import FloatArray, hash_uniform, stream_key
+from cervixwsi.synthetic._spec import SyntheticSlideSpec
 
 __all__ = ["dust_mask", "render"]
 
 _T = TypeVar("_T", bound=np.generic)
+#: A per-pixel weight, or a scalar where it is constant over the region.
+Weight: TypeAlias = "npt.NDArray[Any] | float"
 
 _RAGGED = 6.0  # amplitude (px) of the fine raggedness of tissue borders
 _OUT_OF_FOCUS_SIGMA = 4.0  # px, Gaussian blur of the "blur" artifact
@@ -32,25 +41,20 @@ _NUCLEUS_EDGE_UM = 0.18  # µm, Gaussian blur of nucleus and cell-border edges
 _DUST_SIGMA = 0.8  # px
 
 
-def _margin(mpp: float) -> int:
+def _margin(spec: SyntheticSlideSpec) -> int:
     """Level-0 px drawn around a region: the sum of the radii of the blurs applied in turn.
 
     cv2 cuts a float Gaussian kernel at 4 sigma; a pixel of the region then only
     sees pixels that were themselves computed from complete neighbourhoods.
+    Only the blurs the spec can apply count (the out-of-focus blur with the
+    ``"blur"`` artifact, the dust blur with ``"dust"``).
     """
-    radii = (_OUT_OF_FOCUS_SIGMA, _NUCLEUS_EDGE_UM / mpp, _DUST_SIGMA)
+    radii = [_NUCLEUS_EDGE_UM / spec.mpp]
+    if "blur" in spec.artifacts:
+        radii.append(_OUT_OF_FOCUS_SIGMA)
+    if "dust" in spec.artifacts:
+        radii.append(_DUST_SIGMA)
     return sum(math.ceil(4.0 * s) + 1 for s in radii)
-
-
-# Nucleus kinds (drawn in this order, so crowded tumor nuclei lie on top).
-_STROMA, _EPITHELIUM, _TUMOR = 0, 1, 2
-_SPACING_UM = {_STROMA: 18.0, _EPITHELIUM: 7.0, _TUMOR: 11.0}
-
-
-def _epi_density(depth: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Fraction of epithelial grid cells holding a nucleus: sparse superficial, dense basal."""
-    dep = np.asarray(depth, np.float64)
-    return np.where(dep > 0.85, 1.0, 0.15 + 0.6 * dep**3)
 
 
 def _smoothstep(x: FloatArray) -> FloatArray:
@@ -95,8 +99,7 @@ class _Canvas:
 
     def __init__(self, x0: int, y0: int, w: int, h: int) -> None:
         self.x0, self.y0, self.w, self.h = x0, y0, w, h
-        self.nuclei = np.zeros((h, w), np.float32)  # hematoxylin of nuclei
-        self.borders = np.zeros((h, w), np.float32)  # eosin of cell borders
+        self.nuclei = np.zeros((h, w), np.float32)  # hematoxylin of endothelial nuclei
         self.lumen: FloatArray | None = None  # 1 inside capillary lumens (made on demand)
         self.blood: FloatArray | None = None  # red blood cells
 
@@ -143,7 +146,6 @@ def _draw_vessels(layout: SlideLayout, canvas: _Canvas) -> None:
         ang = float(along[k]) + 30.0 * (u[5] - 0.5)
         axes = (round(a * um16), round(b * um16))
         cv2.ellipse(canvas.lumen, (x, y), axes, ang, 0, 360, 1.0, -1, cv2.LINE_8, 4)
-        cv2.ellipse(canvas.nuclei, (x, y), axes, ang, 0, 360, 0.0, -1, cv2.LINE_8, 4)
         c = cells[k]
         cos_t, sin_t = math.cos(math.radians(ang)), math.sin(math.radians(ang))
         if u[6] < 0.75:  # red cells in the lumen
@@ -171,134 +173,6 @@ def _draw_vessels(layout: SlideLayout, canvas: _Canvas) -> None:
                 cv2.LINE_8,
                 4,
             )
-
-
-def _draw_nuclei(layout: SlideLayout, canvas: _Canvas, kind: int) -> None:
-    """Place and draw the nuclei of one kind that can touch the canvas."""
-    spec = layout.spec
-    px_per_um = 1.0 / spec.mpp
-    s = _SPACING_UM[kind] * px_per_um
-    reach = 12.0 * px_per_um  # the largest nucleus or cell border radius
-    i0 = math.floor((canvas.x0 - reach) / s)
-    i1 = math.floor((canvas.x0 + canvas.w + reach) / s)
-    j0 = math.floor((canvas.y0 - reach) / s)
-    j1 = math.floor((canvas.y0 + canvas.h + reach) / s)
-    jj, ii = np.mgrid[j0 : j1 + 1, i0 : i1 + 1]
-    ii, jj = ii.ravel().astype(np.int64), jj.ravel().astype(np.int64)
-    r = hash_uniform(stream_key(spec.seed, 100 + kind), ii, jj, 8)
-    x16 = np.floor((ii + 0.1 + 0.8 * r[:, 0]) * s * 16.0).astype(np.int64)
-    y16 = np.floor((jj + 0.1 + 0.8 * r[:, 1]) * s * 16.0).astype(np.int64)
-    f = sample_points(layout, x16 / 16.0, y16 / 16.0)
-    sdf, depth, tumor = f[:, F.SDF], f[:, F.DEPTH], f[:, F.TUMOR]
-    in_tissue = sdf > 0.0
-    if kind == _TUMOR:
-        keep = in_tissue & (tumor > 0.5)
-    elif kind == _EPITHELIUM:
-        dep = np.clip(depth, 0.0, 1.0)
-        keep = in_tissue & (depth < 1.0) & (tumor < 0.5) & (r[:, 2] < _epi_density(dep))
-    else:
-        keep = in_tissue & (depth >= 1.0) & (tumor < 0.45) & (r[:, 2] < 0.3)
-    if not keep.any():
-        return
-    u = r[keep]
-    cx = x16[keep] - canvas.x0 * 16 - 8  # canvas fixed point (shift 4, pixel centres)
-    cy = y16[keep] - canvas.y0 * 16 - 8
-    n = u.shape[0]
-    border = np.zeros(n)  # eosin of the cell border ring (0: none)
-    cell = np.zeros(n)  # cell radius, µm
-    flat_cell = np.ones(n)
-    second = np.zeros(n, bool)  # a second lobe: irregular outline
-    nucleolus = np.zeros(n, bool)
-    if kind == _TUMOR:
-        a = 4.0 * np.exp(1.1 * (u[:, 3] - 0.5))
-        b = a * (0.6 + 0.4 * u[:, 4])
-        angle = 360.0 * u[:, 5]
-        value = 1.2 + 0.55 * u[:, 6]
-        border[:] = 0.22
-        cell = 5.6 + 1.2 * u[:, 7]
-        flat_cell[:] = 0.9
-        second = u[:, 2] < 0.45
-        nucleolus = u[:, 7] < 0.5
-        if layout.pearls.size:  # no nuclei in a keratin pearl, squeezed ones around it
-            px, py, pr = layout.pearls.T
-            dx = (x16[keep] / 16.0)[:, None] - px[None, :]
-            dy = (y16[keep] / 16.0)[:, None] - py[None, :]
-            rel = np.hypot(dx, dy) / pr[None, :]
-            k = np.argmin(rel, axis=1)
-            near = rel[np.arange(n), k]
-            wrap = near < 1.4
-            b = np.where(wrap, 0.4 * a, b)
-            tangent = np.degrees(np.arctan2(dy[np.arange(n), k], dx[np.arange(n), k])) + 90.0
-            angle = np.where(wrap, tangent, angle)
-            value = np.where(wrap, 1.6, value)
-            inside = near >= 0.85
-            u, cx, cy, a, b, angle, value = (v[inside] for v in (u, cx, cy, a, b, angle, value))
-            border, cell, flat_cell = border[inside], cell[inside], flat_cell[inside]
-            second, nucleolus = second[inside], nucleolus[inside]
-    elif kind == _EPITHELIUM:
-        dep = np.clip(depth[keep], 0.0, 1.0)
-        a = 2.6 + 0.6 * u[:, 3] - 0.5 * (1.0 - dep)
-        flat = 0.35 + 0.6 * np.minimum(1.0, dep / 0.45)
-        b = a * np.minimum(1.0, flat * (0.85 + 0.15 * u[:, 4]))
-        g = _gradients(layout, x16[keep] / 16.0, y16[keep] / 16.0)  # flat along the surface
-        angle = np.degrees(np.arctan2(g[:, 3], g[:, 2])) + 90.0 + 40.0 * (u[:, 5] - 0.5) * dep
-        value = 0.95 + 0.3 * dep + 0.15 * u[:, 6] + np.where(dep > 0.85, 0.25, 0.0)
-        border[:] = 0.15
-        cell = np.minimum(0.5 * _SPACING_UM[_EPITHELIUM] / np.sqrt(_epi_density(dep)), 11.0)
-        flat_cell = flat
-    else:
-        g = _gradients(layout, x16[keep] / 16.0, y16[keep] / 16.0)  # along the fibres
-        angle = np.degrees(np.arctan2(g[:, 1], g[:, 0])) + 90.0
-        lymphocyte = u[:, 3] < 0.12  # small, round, dark; else a fibroblast along the fibres
-        a = np.where(lymphocyte, 2.3 + 0.4 * u[:, 4], 4.5 + 2.5 * u[:, 4])
-        b = np.where(lymphocyte, a, 1.0 + 0.5 * u[:, 5])
-        value = np.where(lymphocyte, 1.8, 1.25 + 0.3 * u[:, 6])
-
-    um16 = 16.0 * px_per_um
-    ring_width = max(1, round(0.3 * px_per_um))
-    rim_width = max(1, round(0.35 * px_per_um))
-    nuc, borders = canvas.nuclei, canvas.borders
-    lobe_t = 6.2832 * u[:, 1]
-    rows = zip(
-        cx.tolist(),
-        cy.tolist(),
-        np.round(a * um16).astype(int).tolist(),
-        np.round(b * um16).astype(int).tolist(),
-        angle.tolist(),
-        value.tolist(),
-        border.tolist(),
-        np.round(cell * um16).astype(int).tolist(),
-        np.round(cell * flat_cell * um16).astype(int).tolist(),
-        second.tolist(),
-        nucleolus.tolist(),
-        lobe_t.tolist(),
-        (6.2832 * u[:, 2]).tolist(),
-        strict=True,
-    )
-    ellipse = cv2.ellipse
-    for x, y, ax, bx, ang, val, bord, ca, cb, lobed, nucl, lt, nt in rows:
-        if bord:
-            ellipse(borders, (x, y), (ca, cb), ang, 0, 360, bord, ring_width, cv2.LINE_8, 4)
-        ellipse(nuc, (x, y), (ax, bx), ang, 0, 360, val, -1, cv2.LINE_8, 4)
-        if lobed:
-            lx, ly = x + round(0.45 * ax * math.cos(lt)), y + round(0.45 * ax * math.sin(lt))
-            ellipse(
-                nuc,
-                (lx, ly),
-                (round(0.7 * ax), round(0.6 * bx)),
-                ang + 50.0,
-                0,
-                360,
-                val,
-                -1,
-                cv2.LINE_8,
-                4,
-            )
-        if kind != _STROMA:  # chromatin condensed along the nuclear membrane
-            ellipse(nuc, (x, y), (ax, bx), ang, 0, 360, val + 0.35, rim_width, cv2.LINE_8, 4)
-        if nucl:  # a prominent nucleolus
-            ox, oy = round(0.3 * ax * math.cos(nt)), round(0.3 * bx * math.sin(nt))
-            cv2.circle(nuc, (x + ox, y + oy), round(0.7 * um16), val + 0.6, -1, cv2.LINE_8, 4)
 
 
 def _pearls(
@@ -333,7 +207,7 @@ def render(layout: SlideLayout, x: int, y: int, width: int, height: int) -> npt.
     spec, tex, stain = layout.spec, layout.textures, layout.stain
     xs = np.arange(x, x + width, dtype=np.int64)
     ys = np.arange(y, y + height, dtype=np.int64)
-    m = _margin(spec.mpp)
+    m = _margin(spec)
     x0, y0, w, h = x - m, y - m, width + 2 * m, height + 2 * m
     d = spec.mask_downsample
     rows, cols = layout.fields.shape[:2]
@@ -361,11 +235,11 @@ def render(layout: SlideLayout, x: int, y: int, width: int, height: int) -> npt.
     if od is None:
         out = _periodic(layout.glass_u8, x, y, width, height).copy()
     else:
-        rgb = _periodic(layout.glass, x, y, width, height) * np.exp(
-            -od[m : m + height, m : m + width]
-        )
-        rgb += 0.8 * _periodic(tex.white, x, y, width, height)[..., None]
-        out = np.clip(rgb + 0.5, 0.0, 255.0).astype(np.uint8)
+        transmitted = cv2.exp(np.ascontiguousarray(-od[m : m + height, m : m + width]))
+        rgb = _periodic(layout.glass, x, y, width, height) * transmitted
+        rgb += _periodic(tex.scanner_noise, x, y, width, height)
+        rgb += 0.5
+        out = np.clip(rgb, 0.0, 255.0, out=rgb).astype(np.uint8)
     out[(ys < 0) | (ys >= spec.height), :] = 255
     out[:, (xs < 0) | (xs >= spec.width)] = 255
     return out
@@ -377,9 +251,19 @@ def _periodic(array: npt.NDArray[_T], x: int, y: int, width: int, height: int) -
     x0, y0 = x % n_cols, y % n_rows
     if x0 + width <= n_cols and y0 + height <= n_rows:
         return array[y0 : y0 + height, x0 : x0 + width]
-    rows = np.arange(y0, y0 + height) % n_rows
-    cols = np.arange(x0, x0 + width) % n_cols
-    return array[np.ix_(rows, cols)]
+    out = np.empty((height, width, *array.shape[2:]), array.dtype)
+    r = 0
+    while r < height:  # copy whole blocks: much faster than fancy indexing
+        ry = (y0 + r) % n_rows
+        nr = min(height - r, n_rows - ry)
+        c = 0
+        while c < width:
+            cx = (x0 + c) % n_cols
+            nc = min(width - c, n_cols - cx)
+            out[r : r + nr, c : c + nc] = array[ry : ry + nr, cx : cx + nc]
+            c += nc
+        r += nr
+    return out
 
 
 class _Region:
@@ -394,32 +278,134 @@ class _Region:
         self.ys = np.arange(y0, y0 + h, dtype=np.float64)
         u = ((self.xs + 0.5) / d - 0.5).astype(np.float32)
         v = ((self.ys + 0.5) / d - 0.5).astype(np.float32)
-        mx = np.ascontiguousarray(np.broadcast_to(u[None, :], (h, w)))
-        my = np.ascontiguousarray(np.broadcast_to(v[:, None], (h, w)))
-        fld = cv2.remap(layout.fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        self.sdf, self.depth, self.tumor, self.psi = cv2.split(fld)
+        # Remap a window of the layout (float32 coordinates minus the window's integer
+        # origin are exact, so the values equal those of the whole layout), 4 channels
+        # at a time (cv2.remap is much slower with more); the mimic channels only
+        # where the window has them.
+        rows, cols = layout.fields.shape[:2]
+        c0 = min(max(0, math.floor(float(u[0])) - 1), cols - 1)
+        c1 = max(c0 + 1, min(cols, math.floor(float(u[-1])) + 3))
+        r0 = min(max(0, math.floor(float(v[0])) - 1), rows - 1)
+        r1 = max(r0 + 1, min(rows, math.floor(float(v[-1])) + 3))
+        self.window = (slice(r0, r1), slice(c0, c1))
+        self._mx = np.ascontiguousarray(np.broadcast_to(u[None, :] - np.float32(c0), (h, w)))
+        self._my = np.ascontiguousarray(np.broadcast_to(v[:, None] - np.float32(r0), (h, w)))
+        win = layout.fields[self.window]
+        self.sdf, self.depth, self.tumor, self.psi = cv2.split(self._remap(win[..., : F.PSI + 1]))
+        self.mimic: FloatArray | float = 0.0
+        self.lymph: FloatArray | float = 0.0
+        extra = win[..., F.MIMIC :]
+        if extra.size and float(extra.max()) > 0.0:
+            self.mimic, self.lymph = cv2.split(self._remap(extra))
         self.art: FloatArray | None = None  # None: no artifact reaches the region
         if with_artifacts:
-            self.art = cv2.remap(
-                layout.artifact_fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            )
+            self.art = self._remap(layout.artifact_fields[self.window])
         tex = layout.textures
         self.ragged = tex.sample_grid(tex.low, self.xs / 3.0, self.ys / 3.0)
+
+    def _remap(self, window: FloatArray) -> FloatArray:
+        return np.asarray(
+            cv2.remap(
+                np.ascontiguousarray(window),
+                self._mx,
+                self._my,
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            ),
+            np.float32,
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _atlas_offsets(seed: int, size: int) -> list[tuple[int, int]]:
+    """Per-kind integer offsets of a slide into the atlases (from its seed)."""
+    ids = np.arange(len(ATLAS_KINDS), dtype=np.int64)
+    u = hash_uniform(stream_key(seed, 6), ids, np.zeros_like(ids), 2)
+    return [(int(a * size), int(b * size)) for a, b in u]
+
+
+def _atlas_region(
+    layout: SlideLayout, kind: str, difficulty: float, region: _Region
+) -> tuple[FloatArray, FloatArray]:
+    """Hematoxylin and eosin of atlas ``kind`` over the region (periodic, offset per slide)."""
+    spec = layout.spec
+    arr = atlas(kind, spec.mpp, difficulty, spec.seed % N_VARIANTS)
+    size = atlas_size(spec.mpp)
+    ox, oy = _atlas_offsets(spec.seed, size)[ATLAS_KINDS.index(kind)]
+    ax = (region.x0 + ox) % size
+    ay = (region.y0 + oy) % size
+    if region.w <= PAD and region.h <= PAD:
+        sub = arr[ay : ay + region.h, ax : ax + region.w]
+    else:
+        sub = _periodic(arr[:size, :size], ax, ay, region.w, region.h)
+    return sub[..., 0], sub[..., 1]
+
+
+def _layer_weights(depth: FloatArray, window: FloatArray) -> list[tuple[str, Weight]]:
+    """Weights of the epithelial layers by depth (0 at the surface, 1 at the basal row).
+
+    A step that is 0 or 1 all over the layout ``window`` is a scalar.
+    """
+    lo = float(np.clip(window[..., F.DEPTH].min(), 0.0, 1.0))
+    hi = float(np.clip(window[..., F.DEPTH].max(), 0.0, 1.0))
+    dep = np.clip(depth, 0.0, 1.0)
+    steps: list[Weight] = []
+    for edge in (0.25, 0.62, 0.93):
+        if hi <= edge - 0.03:
+            steps.append(0.0)
+        elif lo >= edge + 0.03:
+            steps.append(1.0)
+        else:
+            steps.append(_smoothstep((dep - edge) / 0.05 + 0.5))
+    return [
+        ("superficial", 1.0 - steps[0]),
+        ("intermediate", steps[0] - steps[1]),
+        ("parabasal", steps[1] - steps[2]),
+        ("basal", steps[2]),
+    ]
+
+
+def _any(weight: Weight) -> bool:
+    """Whether a weight (array or scalar) is anywhere above 0."""
+    return float(np.max(weight)) > 0.0
+
+
+def _nest_weight(
+    field: Weight, window: FloatArray, ragged: FloatArray, low: tuple[float, float]
+) -> Weight:
+    """Weight of a nest-like field (tumor, mimic): a ramp around 0.5, ragged."""
+    if not window.size or float(window.max()) + 0.03 * low[1] < 0.45:
+        return 0.0
+    return np.clip((field - 0.5 + 0.03 * ragged) * 12.5 + 0.5, 0.0, 1.0)
 
 
 def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
     spec, tex, stain = layout.spec, layout.textures, layout.stain
     mpp = spec.mpp
+    hard = round(spec.difficulty, 2)
     h, w = region.h, region.w
     xs, ys = region.xs, region.ys
-    grain = tex.lookup(tex.grain, xs.astype(np.int64), ys.astype(np.int64))
+    grain = _periodic(tex.grain, region.x0, region.y0, w, h)
     ragged = region.ragged
+    win = layout.fields[region.window]
+    low = tex.low_range
 
-    alpha = np.clip((region.sdf + _RAGGED * ragged) * 0.5 + 0.5, 0.0, 1.0)
-    w_tumor = np.clip((region.tumor - 0.5 + 0.03 * ragged) * 12.5 + 0.5, 0.0, 1.0)
-    depth = region.depth
-    w_epi = np.clip((1.0 - depth) * 16.0 + 0.5, 0.0, 1.0) * (1.0 - w_tumor)
-    w_stroma = 1.0 - w_tumor - w_epi
+    # Each weight is skipped (a scalar) where the window of the layout shows that it
+    # is constant over the region, with the texture's extremes: the same pixels as
+    # computing it.
+    alpha: Weight = 1.0
+    if float(win[..., F.SDF].min()) + _RAGGED * low[0] < 1.1:
+        alpha = np.clip((region.sdf + _RAGGED * ragged) * 0.5 + 0.5, 0.0, 1.0)
+    w_tumor = _nest_weight(region.tumor, win[..., F.TUMOR], ragged, low)
+    w_mimic = _nest_weight(region.mimic, win[..., F.MIMIC], ragged, low) * (1.0 - w_tumor)
+    w_epi: Weight = 0.0
+    if float(win[..., F.DEPTH].min()) < 1.04:
+        w_epi = np.clip((1.0 - region.depth) * 16.0 + 0.5, 0.0, 1.0) * (1.0 - w_tumor - w_mimic)
+    w_stroma: Weight = 1.0 - w_tumor - w_mimic - w_epi
+    w_lymph: Weight = 0.0
+    if float(win[..., F.LYMPH].max()) > 0.3:
+        w_lymph = np.clip((region.lymph - 0.3) / 0.4, 0.0, 1.0) * w_stroma
+        w_stroma = w_stroma - w_lymph
 
     # stroma: wavy collagen fibres along the streamlines of psi, loose and dense areas
     along_x = np.mod(0.6 * xs * (mpp / 2.0), tex.size).astype(np.float32)
@@ -434,53 +420,118 @@ def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
     )
     e_stroma = density * np.clip(0.6 + 0.35 * fibre + 0.15 * breaks, 0.08, 1.3) * 0.95
     h_stroma = 0.05 + 0.03 * grain
+    hema = np.zeros((h, w), np.float32)
+    eosin = np.zeros((h, w), np.float32)
+    canvas: _Canvas | None = None
+    if _any(w_stroma):
+        sh, _ = _atlas_region(layout, "stroma", 0.0, region)
+        canvas = _Canvas(region.x0, region.y0, w, h)
+        _draw_vessels(layout, canvas)
+        h_stroma = h_stroma + sh
+        sigma = _NUCLEUS_EDGE_UM / mpp
+        if canvas.lumen is not None and canvas.blood is not None:
+            # capillary lumens are empty, but for red cells and the endothelium
+            open_ = 1.0 - 0.85 * cv2.GaussianBlur(canvas.lumen, (0, 0), sigma)
+            e_stroma = e_stroma * open_
+            h_stroma = h_stroma * open_ + cv2.GaussianBlur(canvas.nuclei, (0, 0), sigma)
+        hema += w_stroma * h_stroma
+        eosin += w_stroma * e_stroma * (1.0 - 0.25 * np.minimum(sh, 1.0))
 
-    # squamous epithelium: paler cytoplasm, a little more basophilic towards the basal layer
-    dep = np.clip(depth, 0.0, 1.0)
-    mottle = tex.sample_grid(tex.grain, xs * (mpp / 0.8), ys * (mpp / 0.8))
-    e_epi = (0.5 - 0.12 * dep) * (1.0 + 0.1 * mottle + 0.05 * grain)
-    h_epi = 0.05 + 0.12 * dep * dep
+    parts: list[tuple[str, float, Weight]] = [
+        ("tumor", hard, w_tumor),
+        ("mimic", 0.0, w_mimic),
+        ("lymphoid", 0.0, w_lymph),
+    ]
+    if _any(w_epi):
+        parts += [(kind, 0.0, wk * w_epi) for kind, wk in _layer_weights(region.depth, win)]
+    for kind, difficulty, weight in parts:
+        if not _any(weight):
+            continue
+        ah, ae = _atlas_region(layout, kind, difficulty, region)
+        if kind == "tumor" and layout.pearls.size:
+            pearl = _pearls(layout, xs, ys, grain)
+            if pearl is not None:  # keratin pearls: laminated keratin, no nuclei
+                ah = ah * (1.0 - pearl) + 0.05 * pearl
+                ae = ae * (1.0 - pearl) + pearl * 1.35
+        hema += weight * ah
+        eosin += weight * ae
 
-    # SCC: amphophilic cytoplasm, keratin pearls
-    e_tumor = 0.62 * (1.0 + 0.12 * mottle + 0.05 * grain)
-    h_tumor: FloatArray | float = 0.2
-    pearl = _pearls(layout, xs, ys, grain)
-    if pearl is not None:
-        e_tumor = e_tumor * (1.0 - pearl) + pearl * 1.35
-        h_tumor = 0.2 * (1.0 - pearl)
+    glands = _glands(layout, xs, ys, grain)
+    if glands is not None:  # a gland replaces the stroma it lies in
+        cover, lumen, gh, ge = glands
+        keep = 1.0 - cover * w_stroma
+        hema = np.asarray(hema * keep + gh * w_stroma, np.float32)
+        eosin = np.asarray(eosin * keep + ge * w_stroma, np.float32)
+        w_stroma = np.asarray(w_stroma * (1.0 - lumen), np.float32)
 
-    canvas = _Canvas(region.x0, region.y0, w, h)
-    _draw_nuclei(layout, canvas, _STROMA)
-    _draw_vessels(layout, canvas)
-    _draw_nuclei(layout, canvas, _EPITHELIUM)
-    _draw_nuclei(layout, canvas, _TUMOR)
-    sigma = _NUCLEUS_EDGE_UM / mpp
-    nuclei = cv2.GaussianBlur(canvas.nuclei, (0, 0), sigma) * (0.9 + 0.16 * grain)
-    borders = cv2.GaussianBlur(canvas.borders, (0, 0), sigma)
-    in_nucleus = np.minimum(nuclei, 1.0)
-
-    if canvas.lumen is not None:  # capillary lumens are empty, but for red cells
-        open_ = 1.0 - 0.85 * cv2.GaussianBlur(canvas.lumen, (0, 0), sigma)
-        e_stroma = e_stroma * open_
-        h_stroma = h_stroma * open_
-    hema = w_stroma * h_stroma + w_epi * h_epi + w_tumor * h_tumor + nuclei
-    eosin = (w_stroma * e_stroma + w_epi * e_epi + w_tumor * e_tumor) * (1.0 - 0.25 * in_nucleus)
-    eosin += borders * (w_epi + w_tumor)
     scale = alpha
     if region.art is not None:  # a fold doubles the tissue
         scale = alpha * (1.0 + 0.9 * _smoothstep((region.art[..., F.FOLD] - 0.4) / 0.2))
     hema *= scale * np.float32(stain.h_scale)
     eosin *= scale * np.float32(stain.e_scale)
     od = cv2.merge([hema * stain.hematoxylin[i] + eosin * stain.eosin[i] for i in range(3)])
-    if canvas.blood is not None:
-        blood = cv2.GaussianBlur(canvas.blood, (0, 0), sigma) * (1.05 * alpha * w_stroma)
-        od += blood[..., None] * _RBC
+    if canvas is not None and canvas.blood is not None:
+        blood = cv2.GaussianBlur(canvas.blood, (0, 0), _NUCLEUS_EDGE_UM / mpp)
+        od += (blood * (1.05 * alpha * w_stroma))[..., None] * _RBC
     if region.art is not None:
         b = region.art[..., F.BLUR]
         if float(b.max()) > 0.0:
             soft = cv2.GaussianBlur(od, (0, 0), _OUT_OF_FOCUS_SIGMA)
             od = od * (1.0 - b[..., None]) + soft * b[..., None]
     return np.asarray(od, np.float32)
+
+
+def _glands(
+    layout: SlideLayout,
+    xs: npt.NDArray[np.float64],
+    ys: npt.NDArray[np.float64],
+    grain: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None:
+    """Endocervical glands: one row of columnar mucinous cells with basal nuclei around a lumen.
+
+    Returns ``(cover, lumen, hema, eosin)`` (``cover`` 1 over lumen and lining),
+    or None when no gland reaches the region.
+    """
+    if not layout.glands.size:
+        return None
+    um = 1.0 / layout.spec.mpp
+    lining = 20.0 * um
+    gx, gy, ga = layout.glands[:, 0], layout.glands[:, 1], layout.glands[:, 2]
+    reach = ga + 2.0 * lining
+    hit = (
+        (gx + reach > xs[0]) & (gx - reach < xs[-1]) & (gy + reach > ys[0]) & (gy - reach < ys[-1])
+    )
+    if not hit.any():
+        return None
+    h, w = ys.size, xs.size
+    cover = np.zeros((h, w), np.float32)
+    lumen = np.zeros((h, w), np.float32)
+    hema = np.zeros((h, w), np.float32)
+    eos = np.zeros((h, w), np.float32)
+    cell_w = 5.0 * um
+    for cx, cy, a, b, ang in layout.glands[hit]:
+        c, s = math.cos(ang), math.sin(ang)
+        dx = (xs - cx)[None, :].astype(np.float32)
+        dy = (ys - cy)[:, None].astype(np.float32)
+        ex = (dx * c + dy * s) / a
+        ey = (dy * c - dx * s) / b
+        q = np.sqrt(ex * ex + ey * ey)
+        t = ((q - 1.0) * math.sqrt(a * b)).astype(np.float32)  # px from the lumen outwards
+        theta = np.arctan2(ey, ex)
+        n_cells = max(8, round(2.0 * math.pi * math.sqrt(a * b) / cell_w))
+        phi = (theta / (2.0 * math.pi) + 0.5) * n_cells
+        frac = (phi - np.floor(phi)).astype(np.float32)
+        in_lining = np.clip(t + 0.5, 0.0, 1.0) * np.clip(lining - t + 0.5, 0.0, 1.0)
+        border = np.clip(1.0 - np.minimum(frac, 1.0 - frac) * cell_w / (0.7 * um), 0.0, 1.0)
+        nuc_r = ((frac - 0.5) * cell_w / (1.7 * um)) ** 2 + ((t - 0.8 * lining) / (4.0 * um)) ** 2
+        nucleus = np.clip((1.0 - nuc_r) * 2.0 * um + 0.5, 0.0, 1.0) * in_lining
+        open_ = np.clip(-t + 0.5, 0.0, 1.0)
+        np.maximum(cover, np.clip(lining - t + 0.5, 0.0, 1.0), out=cover)
+        np.maximum(lumen, open_, out=lumen)
+        cyto = in_lining * (1.0 - nucleus)
+        hema += cyto * 0.16 + nucleus * (1.35 + 0.3 * grain) + open_ * 0.03
+        eos += cyto * (0.12 + 0.35 * border) + open_ * 0.02
+    return cover, lumen, hema, eos
 
 
 def _dust_specks(

@@ -70,6 +70,15 @@ class SyntheticSlideSpec:
     mask_downsample : int
         Level-0 pixels per pixel of the ground-truth masks (default 16: 4 µm at
         0.25 µm/px, fine enough for the smallest 50 µm nests).
+    difficulty : float
+        In [0, 1] (default 0.5): how hard the slide is.  0 is textbook
+        carcinoma (large pleomorphic hyperchromatic nuclei with prominent
+        nucleoli, mitoses, keratin pearls) and few mimics; towards 1 the
+        carcinoma's cells approach those of immature squamous metaplasia
+        (small crowded basaloid cells), its nests get smaller, and mimic
+        islands (metaplasia shaped like the nests) and lymphocyte clusters get
+        common in tumor and normal slides alike.  The ground truth is exact at
+        every difficulty (mimics are not tumor).  Rounded to 0.01 when drawn.
 
     Raises
     ------
@@ -103,6 +112,7 @@ class SyntheticSlideSpec:
     compression: Literal["jpeg", "deflate", "lzw", "jpeg2000", "none"] = "jpeg"
     quality: int = 90
     mask_downsample: int = 16
+    difficulty: float = 0.5
 
     def __post_init__(self) -> None:
         def integer(name: str, lo: int, hi: int | None = None) -> int:
@@ -139,6 +149,7 @@ class SyntheticSlideSpec:
         check_choice(self.compression, "SyntheticSlideSpec.compression", _COMPRESSIONS)
         integer("quality", 1, 100)
         integer("mask_downsample", 2, 256)
+        number("difficulty", 0.0, 1.0)
 
     @property
     def dimensions(self) -> tuple[int, int]:
