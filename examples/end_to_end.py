@@ -270,6 +270,11 @@ def main() -> None:
         default=0.15,
         help="fraction of the study's patch counts per slide (default: 0.15; the study: 1)",
     )
+    add(
+        "--difficulty",
+        type=float,
+        help="synthetic slides' difficulty in [0, 1] (default: SyntheticSlideSpec's, 0.5)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -282,6 +287,7 @@ def main() -> None:
         args.normal,
         size=(args.size, args.size),
         spec_options={"mpp": args.mpp},
+        difficulty=args.difficulty,
         workers=2,
         progress=False,
     )

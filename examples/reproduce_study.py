@@ -89,8 +89,9 @@ from cervixwsi.metrics import FROCEvaluator, compare_models, detect_lesions, roc
 from cervixwsi.plotting import plot_heatmap_panels, plot_model_comparison
 from cervixwsi.slide import Slide
 from cervixwsi.slide_classifier import SlideClassifier
-from cervixwsi.synthetic import SyntheticSlideSpec, make_cohort
+from cervixwsi.synthetic import make_cohort
 from cervixwsi.tiling import PatchSampler
+from cervixwsi.tissue import ArtifactMasker, TissueMasker
 
 NETWORKS = {"A": "inception_v3", "B": "inception_resnet_v2", "C": "resnet50"}
 LABELS = {
@@ -193,35 +194,6 @@ def cohort_slides(args: argparse.Namespace, p: Preset) -> tuple[SlideRef, ...]:
     return slides
 
 
-def recalibrate_batchnorm(clf: Any, patches: PatchStoreSet, n: int = 512) -> None:
-    """Re-estimate the moving mean and variance of every BatchNormalization layer.
-
-    After a few hundred steps from random weights the moving statistics (momentum 0.99)
-    are still far from the data's, and the networks predict nearly constant
-    probabilities at inference; the mean of the batch statistics of ``n`` training
-    patches (centre crops) fixes that ("precise BN").  No trained weight changes.
-    """
-    import keras
-
-    layers, stack = [], [clf.model_]
-    while stack:
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layers.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    pick = np.random.default_rng(0).choice(len(patches), min(n, len(patches)), replace=False)
-    x = patches.read(np.sort(pick))
-    o, size = (x.shape[1] - clf.input_size) // 2, clf.input_size
-    x = x[:, o : o + size, o : o + size]
-    momentum = [layer.momentum for layer in layers]
-    for k, first in enumerate(range(0, len(x), 32)):
-        for layer in layers:
-            layer.momentum = k / (k + 1)  # the running mean of the batches' statistics
-        clf.model_(x[first : first + 32], training=True)
-    for layer, m in zip(layers, momentum, strict=True):
-        layer.momentum = m
-
-
 def accuracy(clf: Any, patches: PatchStoreSet, n: int = 1000) -> float:
     """Patch accuracy at probability 0.5 on (up to ``n`` of) the validation patches."""
     pick = np.sort(np.random.default_rng(0).permutation(len(patches))[:n])
@@ -249,7 +221,9 @@ def train_networks(p: Preset, out: Path, train: PatchStoreSet, val: PatchStoreSe
             )
             clf.fit(train, val, checkpoint_dir=out / "models" / f"{key}_checkpoints")
             before = clf.history_.val_accuracy
-            recalibrate_batchnorm(clf, train)
+            # A few hundred steps from random weights leave BatchNormalization's moving
+            # statistics far from the data's: re-estimate them ("precise BN").
+            clf.recalibrate_batchnorm(train)
             clf.save(paths[key])
             print(
                 f"            {key} ({arch}): {time.perf_counter() - t:.0f} s, validation "
@@ -318,11 +292,9 @@ def main() -> None:
     add("--preset", choices=("cpu", "study"), default="cpu", help="sizes (default: cpu)")
     add("--smoke", action="store_true", help="toy sizes, the same code path (CI)")
     add("--manifest", type=Path, help="your cohort: CSV of slide_id, path, label, split, ...")
-    if any(f.name == "difficulty" for f in dataclasses.fields(SyntheticSlideSpec)):
-        add("--difficulty", type=float, help="the synthetic slides' difficulty")
+    add("--difficulty", type=float, help="the synthetic slides' difficulty (default: the spec's)")
     add("--batch-size", type=int, help="training batch (default: the preset's, cpu 16, study 32)")
     args = parser.parse_args()
-    args.difficulty = getattr(args, "difficulty", None)
     p = PRESETS["smoke" if args.smoke else args.preset]
     global SHOW_PROGRESS
     SHOW_PROGRESS = not args.smoke
@@ -342,7 +314,10 @@ def main() -> None:
     split = {k: [s for s in slides if s.split == k] for k in ("train", "validation", "test")}
     stage("cohort", t0, times, ", ".join(f"{k} {len(v)}" for k, v in split.items()) + " slides")
     t0 = time.perf_counter()
-    run_cohort(slides, TissueTask(), out, progress=SHOW_PROGRESS)
+    # Marker pen, folds and dust found relative to each slide's own stain (the fixed ink
+    # colours of the default masker take stain-shifted H&E for red or blue ink).
+    masker = TissueMasker(artifacts=ArtifactMasker())
+    run_cohort(slides, TissueTask(masker=masker), out, progress=SHOW_PROGRESS)
     stage("tissue", t0, times)
     t0 = time.perf_counter()
     sampler = PatchSampler(

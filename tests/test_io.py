@@ -138,3 +138,28 @@ def test_atomic_replace_puts_the_old_back_when_the_new_cannot_come_in(
         write_new()
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.txt"]
+
+
+def test_a_finished_write_deletes_the_temporaries_of_dead_writers_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)  # that process has exited
+    target = tmp_path / "store.zarr"
+    left = tmp_path / f".store.zarr.{dead_pid}.0123abcd.tmp"
+    (left / "planned").mkdir(parents=True)  # a killed writer's half-made store
+    live = tmp_path / f".store.zarr.{os.getpid()}.89abcdef.tmp"
+    live.mkdir()  # a running writer's (here: ours)
+    other = tmp_path / ".store.zarr.notapid.tmp"
+    other.mkdir()
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["store.zarr", live.name, other.name]
+    )

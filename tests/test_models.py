@@ -1159,3 +1159,42 @@ def test_architecture_builds_predicts_and_takes_a_training_step(arch: str) -> No
         for b, v in zip(before, model.trainable_variables, strict=True)
     ]
     assert np.mean(changed) > 0.9  # the step reached (almost) every layer
+
+
+def test_recalibrated_batchnorm_predicts_as_the_batch_statistics_do() -> None:
+    # one batch: the moving statistics become that batch's, so inference equals
+    # training-mode output (small_cnn has no dropout) on the same patches
+    clf = PatchClassifier("small_cnn", input_size=32, batch_size=64, seed=0).build()
+    x = np.random.default_rng(1).integers(0, 255, (48, 40, 40, 3), np.uint8)
+    crop = x[:, 4:36, 4:36]
+    before = clf.predict(x)
+    assert clf.recalibrate_batchnorm((x, np.arange(48) % 2), n=64) == 5
+    expected = clf.model_(crop, training=True).numpy()[:, 1]
+    np.testing.assert_allclose(clf.predict(x), expected, atol=1e-4)
+    assert not np.allclose(before, expected, atol=1e-3)
+
+
+def test_recalibrate_batchnorm_averages_the_batch_statistics() -> None:
+    from cervixwsi.models._training import recalibrate_batchnorm
+
+    inputs = keras.Input((3,))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inputs, bn(inputs))
+    x = np.random.default_rng(0).normal(5.0, 2.0, (96, 3)).astype(np.float32)
+    assert recalibrate_batchnorm(model, x, 32) == 1
+    batches = x.reshape(3, 32, 3)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), batches.mean(1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(1).mean(0), rtol=1e-4)
+    assert bn.momentum == 0.99
+
+
+def test_recalibrate_batchnorm_needs_a_fitted_model_and_patches() -> None:
+    with pytest.raises(NotFittedError):
+        PatchClassifier("small_cnn", input_size=32).recalibrate_batchnorm(
+            (np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]))
+        )
+    clf = PatchClassifier("small_cnn", input_size=32, seed=0).build()
+    with pytest.raises(
+        ModelError, match=r"recalibration patches are 16x16 pixels; the model needs at least 32x32"
+    ):
+        clf.recalibrate_batchnorm((np.zeros((2, 16, 16, 3), np.uint8), np.array([0, 1])))

@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_text",
     "is_empty_dir",
+    "remove_dead_siblings",
     "temporary_sibling",
 ]
 
@@ -49,6 +50,50 @@ def temporary_sibling(path: str | os.PathLike[str]) -> Path:
     """
     target = Path(path)
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or we cannot tell: keep its files
+    return True
+
+
+def remove_dead_siblings(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries of ``path`` left by processes of this machine that died.
+
+    A process killed while writing ``path`` leaves its :func:`temporary_sibling`
+    (``.<name>.<pid>.<random>.tmp``) behind; once ``path`` has been written again,
+    those of processes no longer running here are deleted.  Those of running
+    processes (and names that do not parse) are kept: another writer may own them.
+    Returns what was deleted.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     target = pathlib.Path(d) / "store"
+    ...     (pathlib.Path(d) / ".store.999999999.0a1b2c3d.tmp").mkdir()  # no such pid
+    ...     [p.name for p in remove_dead_siblings(target)], list(pathlib.Path(d).iterdir())
+    (['.store.999999999.0a1b2c3d.tmp'], [])
+    """
+    target = Path(path)
+    prefix = f".{target.name}."
+    removed = []
+    with contextlib.suppress(OSError):
+        for sibling in target.parent.iterdir():
+            name = sibling.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid, _, token = name[len(prefix) : -len(".tmp")].partition(".")
+            if not (pid.isdigit() and len(token) == 8) or _pid_alive(int(pid)):
+                continue
+            _remove(sibling)
+            removed.append(sibling)
+    return removed
 
 
 def is_empty_dir(path: str | os.PathLike[str]) -> bool:
@@ -97,6 +142,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+    remove_dead_siblings(target)
 
 
 @contextlib.contextmanager
@@ -136,6 +182,7 @@ def atomic_replace(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     if aside is not None:
         _remove(aside)
+    remove_dead_siblings(target)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -35,7 +35,13 @@ from cervixwsi.models._engine import (
     onnx_inference,
     tensorflow_inference,
 )
-from cervixwsi.models._training import HISTORY_COLUMNS, TrainingHistory, _Plateau, run_training
+from cervixwsi.models._training import (
+    HISTORY_COLUMNS,
+    TrainingHistory,
+    _Plateau,
+    recalibrate_batchnorm,
+    run_training,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -473,6 +479,44 @@ class PatchClassifier:
         self._fingerprint = None
         self._source = None  # a saved file (and its ONNX cache) holds other weights now
         return self
+
+    def recalibrate_batchnorm(self, patches: Any, *, n: int = 512, seed: int = 0) -> int:
+        """Re-estimate BatchNormalization's moving statistics on ``n`` patches ("precise BN").
+
+        After a few hundred steps from random weights the moving statistics
+        (momentum 0.99) are still far from the data's, and a deep network predicts
+        nearly constant probabilities at inference although its batch-statistics
+        accuracy is good.  This sets them to the mean of the batch statistics of up
+        to ``n`` patches (centre crops, as in prediction) drawn with ``seed`` from
+        ``patches`` (a PatchStore or a ``(patches, labels)`` tuple); no trained
+        weight changes.  Returns the number of layers recalibrated (0 for a network
+        without BatchNormalization, which is left as it is).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> clf = PatchClassifier("small_cnn", input_size=32, seed=0).build()
+        >>> x = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), np.uint8)
+        >>> clf.recalibrate_batchnorm((x, np.arange(40) % 2), n=40) > 0
+        True
+        """
+        self._check_fitted()
+        n = check_positive_int(n, "PatchClassifier.recalibrate_batchnorm.n")
+        src = as_patch_source(patches, "recalibration", self.input_size, 2)
+        if src is None:
+            raise ModelError("recalibrate_batchnorm needs a PatchStore or (patches, labels) arrays")
+        pick = np.random.default_rng(seed).choice(len(src), min(n, len(src)), replace=False)
+        x = check_patch_array(src.read(np.sort(pick)), "recalibration patches", self.input_size)
+        s = self.input_size
+        top, left = (x.shape[1] - s) // 2, (x.shape[2] - s) // 2
+        count = recalibrate_batchnorm(
+            self.model_, np.ascontiguousarray(x[:, top : top + s, left : left + s]), self.batch_size
+        )
+        if count:
+            self._infer = None
+            self._fingerprint = None
+            self._source = None  # a saved file (and its ONNX cache) holds other statistics
+        return count
 
     # ------------------------------------------------------------------- prediction
 

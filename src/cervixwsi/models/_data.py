@@ -99,7 +99,7 @@ def check_patch_array(patches: Any, what: str, min_size: int) -> npt.NDArray[np.
         raise ModelError(f"{what} is an empty batch (N = 0); give at least one patch")
     if arr.shape[1] < min_size or arr.shape[2] < min_size:
         raise ModelError(
-            f"{what} patches are {arr.shape[1]}x{arr.shape[2]} pixels; the model needs at "
+            f"{what} are {arr.shape[1]}x{arr.shape[2]} pixels; the model needs at "
             f"least {min_size}x{min_size} (larger patches are centre-cropped)"
         )
     return arr

@@ -39,6 +39,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "TrainingHistory",
     "make_epoch_callback",
+    "recalibrate_batchnorm",
     "run_training",
     "write_history_csv",
 ]
@@ -293,3 +294,33 @@ def run_training(
         )
     best: list[Any] | None = callback.best_weights
     return best
+
+
+def recalibrate_batchnorm(
+    model: keras.Model, patches: npt.NDArray[np.uint8], batch_size: int
+) -> int:
+    """Set every BatchNormalization layer's moving statistics to those of ``patches``.
+
+    The moving mean and variance become the mean of the per-batch statistics of
+    ``patches`` (already cropped to the model's input), as "precise BN" does: the
+    momentum of each layer is set to ``k / (k + 1)`` for the k-th batch, then restored.
+    No trained weight changes.  Returns the number of layers recalibrated.
+    """
+    import keras
+
+    layers, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layers.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    momentum = [layer.momentum for layer in layers]
+    try:
+        for k, first in enumerate(range(0, len(patches), batch_size)):
+            for layer in layers:
+                layer.momentum = k / (k + 1)  # the running mean of the batches' statistics
+            model(patches[first : first + batch_size], training=True)
+    finally:
+        for layer, m in zip(layers, momentum, strict=True):
+            layer.momentum = m
+    return len(layers)

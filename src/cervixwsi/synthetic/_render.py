@@ -229,7 +229,10 @@ def render(layout: SlideLayout, x: int, y: int, width: int, height: int) -> npt.
     if "dust" in spec.artifacts:
         dust = _dust(layout, x0, y0, w, h)
         if dust is not None:
-            od = dust[..., None] if od is None else od + dust[..., None]
+            if od is None:  # dust on bare glass: grey, the same density in R, G and B
+                od = np.repeat(dust[..., None], 3, axis=2)
+            else:
+                od += dust[..., None]
     # Glass with scanner noise is periodic over the texture size.
     out: npt.NDArray[np.uint8]
     if od is None:
