@@ -74,8 +74,9 @@ def test_each_cause_is_found_on_synthetic_slides(tmp_path: Path, seed: int, stai
     # densest nuclei (benchmarks/bench_artifacts.py measures it); this bound guards
     # the measured level (3-60 % on these slides).
     assert got["dust"] < 0.65
-    # the band around pen and folds, and the partly blurred rim around blur
-    assert got["lost"] < 0.15
+    # the band around pen and folds, and the partly blurred rim around blur (5-16 % on
+    # these slides, where the artifacts cover much of the tissue)
+    assert got["lost"] < 0.18
 
 
 @pytest.mark.slow
