@@ -364,8 +364,8 @@ def main() -> None:
     for line in froc_report(froc, test_rows):
         say(line)
     say(
-        "synthetic slides are easy by construction: these scores show that the pipeline "
-        "runs, not how it would do on real slides"
+        "synthetic slides: these scores show how the pipeline does at this difficulty, "
+        "not how it would do on real slides"
     )
     step("evaluation done", t0)
 
