@@ -112,6 +112,25 @@ def same_json(a: Any, b: Any) -> bool:
     return type(a) is type(b) and bool(a == b)
 
 
+def same_json_since(old: Any, new: Any, added: Mapping[str, Any]) -> bool:
+    """:func:`same_json` of recorded parameters, keys ``added`` since counting as their default.
+
+    A parameter added after a file was written is missing from its record; ``added``
+    maps each such key to the value the record meant (the behaviour before the key
+    existed), so an old record equals a new one that leaves the key at that value.
+
+    Examples
+    --------
+    >>> same_json_since({"level": 0}, {"level": 0, "mpp": None}, {"mpp": None})
+    True
+    >>> same_json_since({"level": 0}, {"level": 0, "mpp": 0.5}, {"mpp": None})
+    False
+    """
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return same_json(old, new)
+    return same_json({**added, **old}, {**added, **new})
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

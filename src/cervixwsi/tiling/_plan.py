@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cervixwsi._store import jsonable, same_json
+from cervixwsi._store import jsonable, same_json_since
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import Raster
 from cervixwsi.tiling._sampler import PatchSampler
@@ -228,9 +228,7 @@ def same_sampler(old: Any, new: Any) -> bool:
     >>> same_sampler({"level": 0}, {"level": 0, "mpp": 0.5})
     False
     """
-    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
-        return same_json(old, new)
-    return same_json({**_ADDED_SAMPLER_PARAMS, **old}, {**_ADDED_SAMPLER_PARAMS, **new})
+    return same_json_since(old, new, _ADDED_SAMPLER_PARAMS)
 
 
 def describers(names: list[str]) -> dict[str, Callable[[Any, Any], str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cervixwsi._store import StoreFormat, same_json
+from cervixwsi._store import StoreFormat, same_json_since
 from cervixwsi.errors import PatchStoreError
 from cervixwsi.tissue import TissueMasker
 
@@ -83,9 +83,7 @@ def same_masker(old: Any, new: Any) -> bool:
     >>> same_masker({"mpp": 8.0}, {"mpp": 8.0, "artifacts": {"causes": ["pen"]}})
     False
     """
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return same_json(old, new)
-    return same_json({**_ADDED_MASKER_PARAMS, **old}, {**_ADDED_MASKER_PARAMS, **new})
+    return same_json_since(old, new, _ADDED_MASKER_PARAMS)
 
 
 def recorded_masker(params: Any) -> TissueMasker | None:
