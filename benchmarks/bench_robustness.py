@@ -111,6 +111,7 @@ def macenko_target(train_rows: list[CohortRow]) -> Any:
 class Bench:
     work: Path
     size: Size
+    difficulty: float = 0.0
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     stain_failures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
@@ -119,7 +120,12 @@ class Bench:
 
     def cohorts(self) -> dict[str, Cohort]:
         s = self.size
-        common = {"size": (s.side, s.side), "workers": 2, "progress": False}
+        common = {
+            "size": (s.side, s.side),
+            "workers": 2,
+            "progress": False,
+            "difficulty": self.difficulty,
+        }
         out = {
             "train": make_cohort(
                 self.work / "cohort-train",
@@ -154,7 +160,7 @@ class Bench:
             f"{len(out['train'].select(split='train'))} + validation "
             f"{len(out['train'].select(split='validation'))} slides (clean); test "
             f"{len(out['clean'])} unshifted and {len(out['shifted'])} shifted slides, "
-            f"{s.side} px at {MPP} µm/px"
+            f"{s.side} px at {MPP} µm/px, difficulty {self.difficulty}"
         )
         return out
 
@@ -291,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = QUICK if args.quick else FULL
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    b = Bench(work, size)
+    b = Bench(work, size, args.difficulty)
     print(f"{os.cpu_count()} CPUs; sizes {size}; workdir {work}", flush=True)
     cohorts = b.cohorts()
     train_rows = list(cohorts["train"].select(split="train"))
@@ -507,9 +513,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench-robustness"), help="cache")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
     parser.add_argument("--figure", type=Path, default=None, help="before/after HN figure")
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=0.0,
+        help="synthetic difficulty of every cohort (default 0: the issue's first goal's "
+        "setting; 0.5 is the generator's default, the second goal's); one --workdir each",
+    )
     args = parser.parse_args()
     result = run(args)
     command = "python benchmarks/bench_robustness.py" + (" --quick" if args.quick else "")
+    command += f" --difficulty {args.difficulty:g}"
     text = markdown(result, command)
     print(text)
     for line in goals(result):

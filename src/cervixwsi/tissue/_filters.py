@@ -11,12 +11,15 @@ __all__ = ["pen_mask"]
 # Ink colours in OpenCV HSV (hue 0..179, saturation/value 0..255), measured on real
 # pen-marked H&E crops.  Haematoxylin and eosin stain hues lie in [125, 175); inks are
 # green/teal (35..90), blue (90..125), strongly saturated red (< 10 or >= 170 with
-# saturation >= 170), or black (value < 50, darker than any stained tissue).
+# saturation >= 170), pure red (< 5 or >= 174) of saturation >= 95 (eosin-rich, red-
+# shifted H&E reaches hue 176 at saturation 35-105; the red-pen tiles' ink stays out
+# of the mask at 95, not at 110), or black (value < 50, darker than any stained tissue).
 _GREEN_HUE = (35, 90)
 _BLUE_HUE = (90, 125)
 _RED_HUE_LOW, _RED_HUE_HIGH, _RED_MIN_SATURATION = 10, 170, 170
 _INK_MIN_SATURATION = 30
 _PURE_RED_HUE = (5, 174)
+_PURE_RED_MIN_SATURATION = 95
 _BLACK_MAX_VALUE = 50
 
 
@@ -48,8 +51,8 @@ def pen_mask(hsv: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
         ((_BLUE_HUE[0], _INK_MIN_SATURATION, 0), (_BLUE_HUE[1] - 1, 255, 255)),
         ((0, _RED_MIN_SATURATION, 0), (_RED_HUE_LOW - 1, 255, 255)),
         ((_RED_HUE_HIGH, _RED_MIN_SATURATION, 0), (179, 255, 255)),
-        ((0, _INK_MIN_SATURATION, 0), (_PURE_RED_HUE[0] - 1, 255, 255)),
-        ((_PURE_RED_HUE[1], _INK_MIN_SATURATION, 0), (179, 255, 255)),
+        ((0, _PURE_RED_MIN_SATURATION, 0), (_PURE_RED_HUE[0] - 1, 255, 255)),
+        ((_PURE_RED_HUE[1], _PURE_RED_MIN_SATURATION, 0), (179, 255, 255)),
         ((0, 0, 0), (179, 255, _BLACK_MAX_VALUE - 1)),
     )
     ink = np.zeros(hsv.shape[:2], np.uint8)
