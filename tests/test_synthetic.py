@@ -523,3 +523,37 @@ def test_cohort_read_rejects_a_file_that_is_not_a_manifest(tmp_path: pathlib.Pat
     with pytest.raises(ParameterError, match="malformed"):
         Cohort.read(manifest)
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
+
+
+_PEAK_SCRIPT = """
+import pathlib, sys, tempfile
+from cervixwsi.synthetic import SyntheticSlideSpec, make_slide
+side = int(sys.argv[1])
+with tempfile.TemporaryDirectory() as d:
+    make_slide(SyntheticSlideSpec(width=side, height=side, seed=0), pathlib.Path(d) / "s.tif",
+               annotations=False)
+for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]) // 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="needs Linux VmHWM")
+def test_peak_memory_of_make_slide_hardly_grows_with_the_slide() -> None:
+    # Streaming: 9 times the area adds a few tens of MiB (the 1/16-scale layout
+    # fields), far from the 432 MiB of the larger slide's level 0 as one RGB array.
+    import subprocess
+    import sys
+
+    def peak_mib(side: int) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(side)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(done.stdout.split()[-1])
+
+    small, large = peak_mib(4096), peak_mib(12288)
+    assert large - small < 150, (small, large)
