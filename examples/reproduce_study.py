@@ -31,7 +31,7 @@ Presets (``--preset``):
     1.5 x 1.5 mm (16 train, 4 validation, 24 test, half tumor), 60 tumor + 30 normal
     patches per tumor slide and 30 per normal slide (6 % of the study's), 3 epochs
     of batch 16, Adam at 0.001; synthetic difficulty 0 (``--difficulty`` for harder
-    slides).  About 16 minutes on 2 idle CPU cores (see the tutorial for the measured
+    slides).  About 18 minutes on 2 idle CPU cores (see the tutorial for the measured
     time per stage).
 ``study``
     The study's settings: 347 tumor + 453 normal slides split 480 / 160 / 160, 256 px
