@@ -41,7 +41,8 @@ algorithm) and ``_filters`` (:func:`pen_mask` and the morphology it uses).  The 
 read is chosen by :func:`cervixwsi.geometry.resolve_level`, the rule every stage uses.
 """
 
-from cervixwsi.tissue._artifacts import CAUSES, ArtifactMask, ArtifactMasker
+from cervixwsi.tissue._artifact_mask import CAUSES, ArtifactMask
+from cervixwsi.tissue._artifacts import ArtifactMasker
 from cervixwsi.tissue._filters import pen_mask
 from cervixwsi.tissue._mask import TissueMask
 from cervixwsi.tissue._masker import TissueMasker

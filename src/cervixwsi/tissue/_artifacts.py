@@ -42,7 +42,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -51,345 +51,27 @@ import numpy.typing as npt
 from cervixwsi._validate import check_choice, check_fraction, check_real
 from cervixwsi.errors import ParameterError
 from cervixwsi.geometry import Raster, resolve_level, slide_mpp
-from cervixwsi.tissue._filters import _ellipse, _remove_small
+from cervixwsi.tissue._artifact_mask import CAUSES, ArtifactMask, _fit
+from cervixwsi.tissue._odcone import (
+    _dilate,
+    _glass_rgb,
+    _keep_large,
+    _optical_density,
+    _stain_cone,
+    _unit,
+)
 from cervixwsi.tissue._slidelike import SlideLike, read_low_level
 
 if TYPE_CHECKING:
     from cervixwsi.tissue._mask import TissueMask
 
-__all__ = ["CAUSES", "ArtifactMask", "ArtifactMasker"]
+__all__ = ["ArtifactMasker"]
 
 logger = logging.getLogger(__name__)
 
-#: Names of the causes an :class:`ArtifactMask` labels, in the order of their codes (1, 2, ...).
-CAUSES: tuple[str, ...] = ("pen", "fold", "blur", "dust")
 # Where causes overlap, the one drawn last wins: pen over dust over fold over blur.
 _PRECEDENCE = ("blur", "fold", "dust", "pen")
 _BLOCK_PX = 1024  # blur/dust pass: working pixels per block side read at once
-
-
-class ArtifactMask(Raster):
-    """A label image of artifacts over a whole slide: a uint8 :class:`~cervixwsi.geometry.Raster`.
-
-    Each pixel holds 0 (no artifact) or the code of one cause:
-    :attr:`PEN` (1), :attr:`FOLD` (2), :attr:`BLUR` (3), :attr:`DUST` (4).  When
-    causes overlap the pixel holds one of them (pen before dust before fold
-    before blur).
-
-    Parameters
-    ----------
-    array : array_like
-        2-D integer labels in ``0..4``.
-    downsample, slide_dimensions, mpp
-        As for :class:`~cervixwsi.geometry.Raster`.
-
-    Raises
-    ------
-    ParameterError
-        If the array holds a value that is not a code.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> a = np.zeros((4, 4), np.uint8); a[0, :2] = ArtifactMask.PEN; a[3, 3] = ArtifactMask.DUST
-    >>> m = ArtifactMask(a, 8, (32, 32))
-    >>> m.cause("pen").sum(), m.any.sum(), m.fractions()["dust"]
-    (np.int64(2), np.int64(3), 0.0625)
-    """
-
-    NONE: ClassVar[int] = 0
-    PEN: ClassVar[int] = 1
-    FOLD: ClassVar[int] = 2
-    BLUR: ClassVar[int] = 3
-    DUST: ClassVar[int] = 4
-    #: Cause names in the order of their codes.
-    CAUSES: ClassVar[tuple[str, ...]] = CAUSES
-
-    __slots__ = ()
-
-    def __init__(
-        self,
-        array: npt.ArrayLike,
-        downsample: float,
-        slide_dimensions: tuple[int, int],
-        *,
-        mpp: float | None = None,
-    ) -> None:
-        arr = np.asarray(array)
-        if arr.ndim == 2 and arr.size and (arr.min() < 0 or arr.max() > len(CAUSES)):
-            raise ParameterError(
-                f"ArtifactMask labels must be in 0..{len(CAUSES)} (0 none, then {CAUSES}), "
-                f"got values from {arr.min()} to {arr.max()}"
-            )
-        super().__init__(arr.astype(np.uint8), downsample, slide_dimensions, mpp=mpp)
-
-    @classmethod
-    def code(cls, name: str) -> int:
-        """The label of the cause ``name`` (``"pen"`` is 1, ..., ``"dust"`` is 4).
-
-        Examples
-        --------
-        >>> ArtifactMask.code("fold")
-        2
-        """
-        check_choice(name, "ArtifactMask.cause", CAUSES)
-        return CAUSES.index(name) + 1
-
-    @classmethod
-    def empty(cls, like: Raster) -> ArtifactMask:
-        """No artifact, on the grid of ``like``."""
-        return cls(
-            np.zeros(like.shape, np.uint8), like.downsample, like.slide_dimensions, mpp=like.mpp
-        )
-
-    @property
-    def array(self) -> npt.NDArray[np.uint8]:
-        """The labels, indexed ``[row, col]``."""
-        out: npt.NDArray[np.uint8] = self._array
-        return out
-
-    def cause(self, name: str) -> npt.NDArray[np.bool_]:
-        """Where the cause ``name`` (one of :data:`CAUSES`) was found: a bool array.
-
-        Raises
-        ------
-        ParameterError
-            If ``name`` is not a cause.
-        """
-        out: npt.NDArray[np.bool_] = self._array == self.code(name)
-        return out
-
-    @property
-    def any(self) -> npt.NDArray[np.bool_]:
-        """Where any artifact was found: a bool array."""
-        out: npt.NDArray[np.bool_] = self._array > 0
-        return out
-
-    def fractions(self, within: Raster | npt.ArrayLike | None = None) -> dict[str, float]:
-        """The fraction of the slide's area (or of ``within``) taken by each cause.
-
-        Parameters
-        ----------
-        within : Raster or array_like of bool, optional
-            Count only inside this region (e.g. the tissue before the artifacts
-            were removed): a boolean raster over the same slide (resampled to this
-            grid) or an array of this shape.  Default: the whole slide.
-
-        Returns
-        -------
-        dict
-            Cause name to area fraction in ``[0, 1]`` (0 when the region is empty).
-        """
-        if within is None:
-            region = np.ones(self.shape, bool)
-        elif isinstance(within, Raster):
-            if within.slide_dimensions != self.slide_dimensions:
-                raise ParameterError(
-                    f"ArtifactMask.fractions: within is over a slide of "
-                    f"{within.slide_dimensions}, the mask over {self.slide_dimensions}"
-                )
-            region = _fit(np.asarray(within.resample(self.downsample).array, bool), self.shape)
-        else:
-            region = np.asarray(within, bool)
-            if region.shape != self.shape:
-                raise ParameterError(
-                    f"ArtifactMask.fractions: within has shape {region.shape}, "
-                    f"the mask {self.shape}"
-                )
-        ys, ye, xs, xe = self.pixel_edges()
-        area = np.outer(ye - ys, xe - xs) * region
-        total = float(area.sum())
-        return {
-            name: float(area[self._array == k + 1].sum()) / total if total > 0 else 0.0
-            for k, name in enumerate(CAUSES)
-        }
-
-    def at_downsample(self, downsample: float) -> ArtifactMask:
-        """The labels at another level-0 downsample (each pixel takes the label under its centre).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> m = ArtifactMask(np.array([[1, 0], [0, 3]]), 4, (8, 8))
-        >>> m.at_downsample(2).array
-        array([[1, 1, 0, 0],
-               [1, 1, 0, 0],
-               [0, 0, 3, 3],
-               [0, 0, 3, 3]], dtype=uint8)
-        """
-        r = self.resample(downsample, method="nearest")
-        return ArtifactMask(r.array, r.downsample, r.slide_dimensions, mpp=r.mpp)
-
-    def on_grid(self, grid: Raster) -> ArtifactMask:
-        """The labels on the grid of ``grid`` (the same object when already on it)."""
-        if grid.slide_dimensions != self.slide_dimensions:
-            raise ParameterError(
-                f"ArtifactMask.on_grid: the grid is over a slide of {grid.slide_dimensions}, "
-                f"the mask over {self.slide_dimensions}"
-            )
-        if self.same_grid(grid):
-            return self
-        r = self.resample(grid.downsample, method="nearest")
-        arr = r.array[: grid.shape[0], : grid.shape[1]]
-        if arr.shape != grid.shape:  # a floor-shaped grid: pad its last row/column
-            arr = np.pad(
-                arr, ((0, grid.shape[0] - arr.shape[0]), (0, grid.shape[1] - arr.shape[1])), "edge"
-            )
-        return ArtifactMask(arr, grid.downsample, grid.slide_dimensions, mpp=self.mpp)
-
-
-# --- colour in optical density --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _StainCone:
-    """The tissue's colours in OD: the plane of its two stains and the span of hue in it."""
-
-    normal: npt.NDArray[np.float64]  # unit normal of the stain plane
-    e1: npt.NDArray[np.float64]  # in-plane unit vectors: e1 the mean tissue colour
-    e2: npt.NDArray[np.float64]
-    angle_lo: float  # span of in-plane angle (radians) of the tissue
-    angle_hi: float
-    plane_tol: float  # sine of the largest ordinary angle out of the plane
-
-    def angles(self, u: npt.NDArray[np.float32]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-        """``(in-plane angle, sine out of plane)`` of unit OD vectors ``(..., 3)``."""
-        return (
-            np.arctan2(u @ self.e2.astype(np.float32), u @ self.e1.astype(np.float32)),
-            np.abs(u @ self.normal.astype(np.float32)),
-        )
-
-    def distance(self, u: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        """Angle (radians) of unit OD vectors ``(..., 3)`` outside the tissue's cone (<= 0 in)."""
-        angle, off_plane = self.angles(u)
-        outside = np.maximum(self.angle_lo - angle, angle - self.angle_hi)
-        off = np.arcsin(np.clip(off_plane, 0, 1)) - math.asin(min(self.plane_tol, 1.0))
-        out: npt.NDArray[Any] = np.maximum(outside, off)
-        return out
-
-    def typical_od(
-        self, angle: npt.NDArray[Any], norm: npt.NDArray[Any], tissue: npt.NDArray[np.bool_]
-    ) -> npt.NDArray[Any]:
-        """The tissue's median |OD| for its colour: per pixel, over tissue of the same hue."""
-        n_bins = 6
-        edges = np.linspace(self.angle_lo, self.angle_hi, n_bins + 1)
-        k = np.clip(np.searchsorted(edges, angle) - 1, 0, n_bins - 1)
-        values = norm[tissue]
-        overall = float(np.median(values)) if values.size else 0.0
-        kt = k[tissue]
-        typical = np.array(
-            [
-                float(np.median(values[kt == i])) if (kt == i).sum() >= 20 else overall
-                for i in range(n_bins)
-            ]
-        )
-        return typical[k]
-
-
-def _glass_rgb(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """The slide's glass colour: the median of its brightest tenth, at least 200 per channel."""
-    flat = rgb.reshape(-1, 3)
-    if not flat.size:
-        return np.full(3, 255.0, np.float32)
-    total = flat.astype(np.int32).sum(axis=1)
-    bright = flat[total >= np.percentile(total, 90)]
-    out: npt.NDArray[np.float32] = np.maximum(np.median(bright, axis=0), 200.0).astype(np.float32)
-    return out
-
-
-def _optical_density(
-    rgb: npt.NDArray[np.uint8], glass: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    od = np.log((glass + 1.0) / (rgb.astype(np.float32) + 1.0))
-    out: npt.NDArray[np.float32] = np.maximum(od, 0.0, dtype=np.float32)
-    return out
-
-
-def _unit(od: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    norm = np.sqrt((od * od).sum(axis=-1))
-    return od / np.maximum(norm, 1e-6)[..., None], norm
-
-
-def _stain_cone(
-    od: npt.NDArray[np.float32], tissue: npt.NDArray[np.bool_], reach: float
-) -> _StainCone | None:
-    """The colour cone of ordinary tissue, or None with too little tissue.
-
-    Fitted on the paler half of the tissue (ink and folds, the darkest things on a
-    slide, stay out even when they cover a third of it), then again on the tissue
-    up to the 80th percentile of OD within ``reach`` radians of that cone (the
-    denser, bluer tissue the paler half lacks).
-    """
-    u, norm = _unit(od)
-    sel = tissue & (norm > 0.15)
-    if sel.sum() < 50:
-        return None
-    lo, mid, hi = np.percentile(norm[sel], [5, 50, 80])
-    ref = sel & (norm >= lo) & (norm <= mid)
-    if ref.sum() < 50:
-        ref = sel
-    cone = _fit_cone(u[ref].astype(np.float64))
-    near = sel & (norm <= hi) & (cone.distance(u) <= reach)
-    if near.sum() >= 50:
-        cone = _fit_cone(u[near].astype(np.float64))
-    return cone
-
-
-def _main_cluster(angle: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """The angles of the contiguous run of 1° bins around the median (no gap of 3°).
-
-    Tissue's hues form one continuous run; pale ink (a pen stroke's rim, diluted ink)
-    that slips into the fit forms a separate one, which must not widen the cone.  A bin
-    is empty below 0.1 % of the pixels.
-    """
-    width = math.radians(1.0)
-    bins = np.floor(angle / width).astype(np.int64)
-    first = int(bins.min())
-    counts = np.bincount(bins - first)
-    occupied = counts >= max(1, 0.001 * angle.size)
-    centre = int(np.floor(np.median(angle) / width)) - first
-    lo = hi = centre
-    gap = 3
-    while lo > 0 and occupied[max(0, lo - gap) : lo].any():
-        lo -= 1
-    while hi < counts.size - 1 and occupied[hi + 1 : hi + 1 + gap].any():
-        hi += 1
-    keep = (bins - first >= lo) & (bins - first <= hi)
-    out: npt.NDArray[np.float64] = angle[keep]
-    return out
-
-
-def _fit_cone(vecs: npt.NDArray[np.float64]) -> _StainCone:
-    """The plane and angular span of unit OD vectors ``(n, 3)``."""
-    _, _, vt = np.linalg.svd(vecs, full_matrices=False)
-    normal = vt[2] / np.linalg.norm(vt[2])
-    mean = vecs.mean(axis=0)
-    e1 = mean - (mean @ normal) * normal
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(normal, e1)
-    angle = np.arctan2(vecs @ e2, vecs @ e1)
-    a_lo, a_hi = np.percentile(_main_cluster(angle), [1, 99])
-    plane = float(np.percentile(np.abs(vecs @ normal), 99))
-    return _StainCone(
-        normal=normal,
-        e1=e1,
-        e2=e2,
-        angle_lo=float(a_lo),
-        angle_hi=float(a_hi),
-        plane_tol=plane,
-    )
-
-
-def _keep_large(mask: npt.NDArray[np.bool_], min_px: float) -> npt.NDArray[np.bool_]:
-    return _remove_small(np.ascontiguousarray(mask), min_px)
-
-
-def _dilate(mask: npt.NDArray[np.bool_], diameter_px: float) -> npt.NDArray[np.bool_]:
-    kernel = _ellipse(diameter_px)
-    if kernel is None or not mask.any():
-        return mask
-    out: npt.NDArray[np.bool_] = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
-    return out
 
 
 Cause = Literal["pen", "fold", "blur", "dust"]
@@ -830,13 +512,6 @@ def _dark_specks(
         ly = np.clip(((rr + top - 0.5) * ds + y0) / low_downsample, 0, low_shape[0] - 1)
         cells = np.unique(ly.astype(np.intp) * low_shape[1] + lx.astype(np.intp))
         out.append((peak, cells))
-    return out
-
-
-def _fit(array: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-    out = np.zeros(shape, bool)
-    r, c = min(shape[0], array.shape[0]), min(shape[1], array.shape[1])
-    out[:r, :c] = array[:r, :c]
     return out
 
 

@@ -15,7 +15,7 @@ from cervixwsi._io import atomic_path
 from cervixwsi._validate import check_int
 from cervixwsi.errors import CervixWSIError, GeometryError, ParameterError, ResultFileError
 from cervixwsi.geometry import Box, Raster, Window, resolve_level
-from cervixwsi.tissue._artifacts import ArtifactMask
+from cervixwsi.tissue._artifact_mask import ArtifactMask
 from cervixwsi.tissue._slidelike import SlideLike
 
 __all__ = ["TissueMask"]
