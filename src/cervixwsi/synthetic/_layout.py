@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from cervixwsi.geometry import Raster
 from cervixwsi.synthetic._noise import FloatArray, TextureBank, stream_key
-from cervixwsi.synthetic._spec import NESTS_PER_MM2, SyntheticSlideSpec
+from cervixwsi.synthetic._spec import NESTS_PER_MM2, SyntheticSlideSpec, drawn_difficulty
 
 __all__ = ["F", "SlideLayout", "Stain", "make_layout"]
 
@@ -232,6 +232,11 @@ def _stain(spec: SyntheticSlideSpec, rng: np.random.Generator) -> Stain:
     )
 
 
+def _nest_scale(spec: SyntheticSlideSpec) -> float:
+    """Size factor of tumor nests: 1 at difficulty 0, 0.65 at difficulty 1."""
+    return 1.0 - 0.35 * drawn_difficulty(spec)
+
+
 def _draw_nests(
     rng: np.random.Generator,
     canvas: FloatArray,
@@ -253,7 +258,7 @@ def _draw_nests(
     rows, cols = canvas.shape
     if n <= 0 or not inner.size:
         return []
-    scale = 1.0 - 0.35 * round(spec.difficulty, 2)
+    scale = _nest_scale(spec)
     n_foci = max(1, math.ceil(n / 6))
     foci = _pick(rng, inner, cols, n_foci)
     out = []
@@ -287,7 +292,7 @@ def _draw_large_nests(
 ) -> npt.NDArray[np.float64]:
     """Draw ``n`` large lobulated nests into ``canvas`` (in place); points inside them."""
     rows, cols = canvas.shape
-    scale = 1.0 - 0.35 * round(spec.difficulty, 2)
+    scale = _nest_scale(spec)
     side_um = min(rows, cols) * um
     points = []
     for _ in range(n if inner.size else 0):
@@ -424,7 +429,7 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     fields[..., F.DEPTH] = np.clip(depth, 0.0, 4.0)
 
     # --- tumor nests (many small, clustered or scattered, plus a few large lobulated ones)
-    hard = round(spec.difficulty, 2)
+    hard = drawn_difficulty(spec)
     stroma_idx = np.flatnonzero((sdf * um > 60.0) & (depth > 1.3))
     inner = stroma_idx if stroma_idx.size else np.flatnonzero(tissue)
     nest_canvas = np.zeros((rows, cols), np.float32)

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from cervixwsi.synthetic._atlas import ATLAS_KINDS, N_VARIANTS, PAD, atlas, atlas_size
 from cervixwsi.synthetic._layout import F, SlideLayout
 from cervixwsi.synthetic._noise import FloatArray, hash_uniform, stream_key
-from cervixwsi.synthetic._spec import SyntheticSlideSpec
+from cervixwsi.synthetic._spec import SyntheticSlideSpec, drawn_difficulty
 
 __all__ = ["dust_mask", "render"]
 
@@ -385,7 +385,7 @@ def _nest_weight(
 def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
     spec, tex, stain = layout.spec, layout.textures, layout.stain
     mpp = spec.mpp
-    hard = round(spec.difficulty, 2)
+    hard = drawn_difficulty(spec)
     h, w = region.h, region.w
     xs, ys = region.xs, region.ys
     grain = _periodic(tex.grain, region.x0, region.y0, w, h)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from cervixwsi._validate import check_choice, check_int, check_real
 from cervixwsi.errors import ParameterError
 
-__all__ = ["ARTIFACTS", "SyntheticSlideSpec"]
+__all__ = ["ARTIFACTS", "SyntheticSlideSpec", "drawn_difficulty"]
 
 ARTIFACTS: tuple[str, ...] = ("blur", "dust", "fold", "pen")
 """Names of the artifacts :class:`SyntheticSlideSpec` can draw."""
@@ -185,6 +185,17 @@ class SyntheticSlideSpec:
                 f"SyntheticSlideSpec has no field(s) {unknown}; fields are {sorted(names)}"
             )
         return replace(self, **changes)
+
+
+def drawn_difficulty(spec: SyntheticSlideSpec) -> float:
+    """The difficulty the layout and the renderer draw: ``spec.difficulty`` rounded to 0.01.
+
+    Examples
+    --------
+    >>> drawn_difficulty(SyntheticSlideSpec(difficulty=0.333))
+    0.33
+    """
+    return round(spec.difficulty, 2)
 
 
 def _artifacts(value: Any) -> tuple[str, ...]:
