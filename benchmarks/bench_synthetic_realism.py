@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -801,6 +801,7 @@ class DialConfig:
     learning_rate: float = 1e-3
     patch_scale: float = 0.15
     seed: int = 0
+    recalibrate: bool = True
 
 
 def dial_point(difficulty: float, config: DialConfig, workdir: pathlib.Path) -> dict[str, Any]:
@@ -876,6 +877,8 @@ def dial_point(difficulty: float, config: DialConfig, workdir: pathlib.Path) -> 
         progress=False,
     )
     clf.fit(train)
+    if config.recalibrate:
+        clf.recalibrate_batchnorm(train, seed=config.seed)
     t_train = time.perf_counter() - t0 - t_cohort - t_patches
     x_test = test.read(np.arange(len(test)))
     y_test = np.asarray(test.labels)
@@ -901,32 +904,46 @@ def dial_point(difficulty: float, config: DialConfig, workdir: pathlib.Path) -> 
 
 
 def run_dial(
-    difficulties: Sequence[float], config: DialConfig, figures: pathlib.Path | None
+    difficulties: Sequence[float],
+    config: DialConfig,
+    figures: pathlib.Path | None,
+    seeds: Sequence[int] = (0,),
 ) -> list[dict[str, Any]]:
-    """The dial: one :func:`dial_point` per difficulty; the figure if asked."""
+    """The dial: one :func:`dial_point` per difficulty and seed; the figure if asked.
+
+    Each seed draws other slides and another network; the goal is judged on
+    the mean AUC over the seeds at each difficulty.
+    """
     rows = []
     print(
         f"dial: per difficulty {config.n_tumor} tumor + {config.n_normal} normal slides of "
-        f"{config.size} px at {config.mpp} µm/px (seed {config.seed}), {config.patch} px "
+        f"{config.size} px at {config.mpp} µm/px (seeds {list(seeds)}), {config.patch} px "
         f"patches, small_cnn input {config.input_size}, {config.epochs} epochs, "
-        f"lr {config.learning_rate}, patch scale {config.patch_scale}"
+        f"lr {config.learning_rate}, patch scale {config.patch_scale}, BatchNorm "
+        f"{'re-estimated on the train patches' if config.recalibrate else 'as trained'}"
     )
     print(
-        f"{'difficulty':>10s} {'AUC':>6s} {'acc':>6s} {'train slides/patches (tumor)':>29s} "
-        f"{'test slides/patches (tumor)':>28s} {'time s':>7s} {'load':>11s}"
+        f"{'difficulty':>10s} {'seed':>4s} {'AUC':>6s} {'acc':>6s} "
+        f"{'train slides/patches (tumor)':>29s} {'test slides/patches (tumor)':>28s} "
+        f"{'time s':>7s} {'load':>11s}"
     )
     for d in difficulties:
-        with tempfile.TemporaryDirectory() as tmp:
-            r = dial_point(d, config, pathlib.Path(tmp))
-        rows.append(r)
-        print(
-            f"{d:10.2f} {r['auc']:6.3f} {r['accuracy']:6.3f} "
-            f"{r['n_train_slides']:>10d} / {r['n_train_patches']:5d} ({r['n_train_tumor']:4d}) "
-            f"{r['n_test_slides']:>10d} / {r['n_test_patches']:5d} ({r['n_test_tumor']:4d}) "
-            f"{r['seconds']:7.1f} {r['load_before']:5.2f}-{r['load_after']:5.2f}",
-            flush=True,
-        )
-    aucs = [r["auc"] for r in rows]
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = dial_point(d, replace(config, seed=seed), pathlib.Path(tmp))
+            r["seed"] = seed
+            rows.append(r)
+            print(
+                f"{d:10.2f} {seed:4d} {r['auc']:6.3f} {r['accuracy']:6.3f} "
+                f"{r['n_train_slides']:>10d} / {r['n_train_patches']:5d} "
+                f"({r['n_train_tumor']:4d}) {r['n_test_slides']:>10d} / "
+                f"{r['n_test_patches']:5d} ({r['n_test_tumor']:4d}) "
+                f"{r['seconds']:7.1f} {r['load_before']:5.2f}-{r['load_after']:5.2f}",
+                flush=True,
+            )
+    means = dial_means(rows)
+    print("mean over seeds: " + ", ".join(f"{d:g}: {m:.3f}" for d, m, _ in means))
+    aucs = [m for _, m, _ in means]
     falling = all(b <= a for a, b in itertools.pairwise(aucs))
     print(
         f"goal: from >= 0.99 to <= 0.85, falling steadily: start {aucs[0]:.3f}, end "
@@ -937,21 +954,36 @@ def run_dial(
     return rows
 
 
+def dial_means(rows: Sequence[dict[str, Any]]) -> list[tuple[float, float, list[float]]]:
+    """``(difficulty, mean AUC, AUCs)`` per difficulty of :func:`run_dial`'s rows, in order.
+
+    >>> dial_means([{"difficulty": 0.0, "auc": 1.0}, {"difficulty": 0.0, "auc": 0.5}])
+    [(0.0, 0.75, [1.0, 0.5])]
+    """
+    by: dict[float, list[float]] = {}
+    for r in rows:
+        by.setdefault(float(r["difficulty"]), []).append(float(r["auc"]))
+    return [(d, float(np.mean(a)), a) for d, a in by.items()]
+
+
 def plot_dial(rows: list[dict[str, Any]], path: pathlib.Path, config: DialConfig) -> None:
-    """The dial's curve: patch-level AUC against difficulty, with the goal band."""
+    """The dial's curve: mean patch-level AUC against difficulty, each seed a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = [r["difficulty"] for r in rows]
-    auc = [r["auc"] for r in rows]
+    means = dial_means(rows)
+    d = [m[0] for m in means]
+    auc = [m[1] for m in means]
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     ax.axhspan(0.99, 1.005, color="tab:green", alpha=0.12, lw=0)
     ax.axhline(0.85, color="tab:red", ls="--", lw=1)
     ax.text(0.0, 0.845, "goal at 1: <= 0.85", ha="left", va="top", fontsize=8, color="tab:red")
     ax.text(0.0, 0.985, "goal at 0: >= 0.99", ha="left", va="top", fontsize=8, color="tab:green")
-    ax.plot(d, auc, "o-", color="tab:blue")
+    for x, _, each in means:
+        ax.plot([x] * len(each), each, "o", color="tab:gray", ms=3.5, alpha=0.7)
+    ax.plot(d, auc, "o-", color="tab:blue", label=f"mean of {len(means[0][2])} seeds")
     for x, y in zip(d, auc, strict=True):
         ax.annotate(
             f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
@@ -961,12 +993,14 @@ def plot_dial(rows: list[dict[str, Any]], path: pathlib.Path, config: DialConfig
     n = rows[0]
     ax.set_title(
         f"small CNN, {config.epochs} epochs; {n['n_train_patches']} train / "
-        f"{n['n_test_patches']} test patches",
+        f"{n['n_test_patches']} test patches per seed",
         fontsize=9,
     )
     ax.set_xticks(d)
-    ax.set_ylim(min(0.6, min(auc) - 0.05), 1.02)
+    low = min(min(m[2]) for m in means)
+    ax.set_ylim(min(0.6, low - 0.05), 1.02)
     ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -1002,7 +1036,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the dial's difficulties (default: 0 0.25 0.5 0.75 1; --quick: 0 1)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the dial's cohorts and CNNs (default: 0)"
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="seeds of the dial's cohorts and CNNs, one run each (default: 0 1 2; --quick: 0)",
+    )
+    parser.add_argument(
+        "--no-recalibrate",
+        action="store_true",
+        help="score the dial's CNNs with BatchNorm's moving statistics as trained",
     )
     parser.add_argument("--json", type=pathlib.Path, help="also write every result to this file")
     parser.add_argument("--emit-synthetic", nargs=2, help=argparse.SUPPRESS)
@@ -1050,12 +1092,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "dial" in only:
         print()
         config = (
-            DialConfig(n_tumor=4, n_normal=4, size=2048, epochs=3, seed=args.seed)
-            if args.quick
-            else DialConfig(seed=args.seed)
+            DialConfig(n_tumor=4, n_normal=4, size=2048, epochs=3) if args.quick else DialConfig()
         )
+        config = replace(config, recalibrate=not args.no_recalibrate)
         difficulties = args.difficulties or ((0.0, 1.0) if args.quick else DIFFICULTIES)
-        results["dial"] = run_dial(difficulties, config, args.figures)
+        seeds = args.seeds or ((0,) if args.quick else (0, 1, 2))
+        results["dial"] = run_dial(difficulties, config, args.figures, seeds)
         results["dial_config"] = asdict(config)
 
     results["seconds"] = time.perf_counter() - t0

@@ -135,9 +135,15 @@ def train_cnn(
     clf.fit(train, validation, checkpoint_dir=args.out / "checkpoints")
     h = clf.history_
     best = int(np.nanargmin(h.val_loss))
+    # A few hundred steps leave BatchNormalization's moving statistics behind the
+    # weights; re-estimated on training patches, the CNN's probabilities are its own.
+    clf.recalibrate_batchnorm(train)
+    x_val = validation.read(np.arange(len(validation)))
+    accuracy = float(np.mean((clf.predict(x_val) >= 0.5) == (np.asarray(validation.labels) == 1)))
     print(
         f"           patch CNN: epoch {h.epoch[best]} kept, validation accuracy "
-        f"{h.val_accuracy[best]:.3f} on {len(validation)} patches"
+        f"{h.val_accuracy[best]:.3f} on {len(validation)} patches, {accuracy:.3f} with "
+        "BatchNormalization re-estimated"
     )
     clf.save(path)
     return clf

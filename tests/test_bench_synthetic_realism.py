@@ -102,11 +102,6 @@ def test_median_nuclear_size_of_each_structure_is_in_range(target: bench.Target)
         assert target.low <= row["median"] <= target.high, row
 
 
-@pytest.mark.xfail(
-    reason="red cells are drawn as 6.8 µm discs (radius 3.4 µm in synthetic/_render.py) and "
-    "measure 6.9 µm; the issue asks for 7-8 µm",
-    strict=True,
-)
 def test_red_cells_are_7_to_8_um() -> None:
     target = next(t for t in bench.TARGETS if t.measure == "red_cells")
     row = bench.summarize(target, bench.measure(target, n_patches=1))
@@ -146,17 +141,35 @@ def _synthetic_tissue_patches(n: int, mpp: float = 0.25, seed: int = 4) -> np.nd
 
 
 @pytest.fixture(scope="module")
-def tcga() -> np.ndarray:
-    return bench.real_patches()["tcga"][1]
+def real() -> dict[str, tuple[float, np.ndarray]]:
+    return bench.real_patches()
 
 
-def test_synthetic_stain_vectors_are_within_10_degrees_of_the_real_tiles(
-    tcga: np.ndarray,
+@pytest.fixture(scope="module")
+def tcga(real: dict[str, tuple[float, np.ndarray]]) -> np.ndarray:
+    return real["tcga"][1]
+
+
+@pytest.fixture(scope="module")
+def real_vectors(real: dict[str, tuple[float, np.ndarray]]) -> dict[str, np.ndarray]:
+    return bench.real_stains(real)
+
+
+@pytest.mark.parametrize(
+    ("source", "reference_name"), [("tcga", "tcga tiles"), ("cmu", "cmu slide")]
+)
+def test_synthetic_stain_vectors_are_within_10_degrees_of_the_real_h_and_e(
+    real: dict[str, tuple[float, np.ndarray]],
+    real_vectors: dict[str, np.ndarray],
+    source: str,
+    reference_name: str,
 ) -> None:
-    real = bench.estimate_stains(tcga)
-    # the real tiles' hematoxylin absorbs most in green, eosin far more green than red
-    assert real[0, 1] > real[0, 0] > real[1, 0] and real[1, 1] > 0.8
-    h_deg, e_deg = bench.stain_angles(bench.estimate_stains(_synthetic_tissue_patches(8)), real)
+    mpp = real[source][0]
+    reference = real_vectors[reference_name]
+    # real hematoxylin absorbs far more red than eosin does, eosin mostly green
+    assert reference[0, 0] > 2 * reference[1, 0] and reference[1, 1] > 0.8
+    synthetic = _synthetic_tissue_patches(8, mpp=0.25 if mpp < 0.375 else 0.5)
+    h_deg, e_deg = bench.stain_angles(bench.estimate_stains(synthetic), reference)
     assert h_deg <= 10.0 and e_deg <= 10.0, (h_deg, e_deg)
 
 

@@ -276,6 +276,38 @@ def test_normal_slide_has_tissue_and_epithelium_but_no_tumor() -> None:
     assert layout.pearls.shape == (0, 3)
 
 
+# The tumor masks of these slides as the layout gave them before necrosis, tangentially
+# cut basal epithelium and crushed edges were added (issue 12): SHA-256 of the packed
+# mask, first 16 hex digits.  Those draw from random streams of their own.
+_TUMOR_MASK_SHA = {
+    (3, 0.0): "8e2c2c82103f7965",
+    (3, 1.0): "fda4179d6a2145e5",
+    (11, 0.0): "36faa45a089513ee",
+}
+
+
+@pytest.mark.parametrize(("seed", "difficulty"), sorted(_TUMOR_MASK_SHA))
+def test_necrosis_and_edge_mimics_leave_the_tumor_mask_and_the_layout_as_they_were(
+    seed: int, difficulty: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    spec = SyntheticSlideSpec(
+        width=4096, height=4096, seed=seed, difficulty=difficulty, large_nests=1
+    )
+    layout = make_layout(spec)
+    digest = hashlib.sha256(np.packbits(layout.tumor_mask.array).tobytes()).hexdigest()
+    assert digest[:16] == _TUMOR_MASK_SHA[seed, difficulty]
+    # and everything else the layout held before is what it is without them
+    monkeypatch.setattr("cervixwsi.synthetic._mimics.mimic_fields", lambda *args: None)
+    plain = make_layout(spec)
+    assert not plain.fields[..., F.NECROSIS :].any()
+    assert np.array_equal(layout.fields[..., : F.NECROSIS], plain.fields[..., : F.NECROSIS])
+    assert np.array_equal(layout.tissue_mask.array, plain.tissue_mask.array)
+    assert np.array_equal(layout.pearls, plain.pearls)
+    assert np.array_equal(layout.glands, plain.glands)
+
+
 def test_pen_ink_is_coloured_but_not_tissue() -> None:
     layout = make_layout(SyntheticSlideSpec(**SMALL, seed=5, artifacts=("pen",), tumor=False))
     ink = layout.artifact_fields[..., F.PEN] > 0.6

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import pathlib
 
+import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from skimage.color import rgb2hed
 
@@ -29,7 +30,8 @@ from cervixwsi.synthetic._atlas import (
     atlas_size,
     tumor_params,
 )
-from cervixwsi.synthetic._layout import F
+from cervixwsi.synthetic._layout import F, SlideLayout
+from cervixwsi.synthetic._mimics import CRUSH_MAX_UM
 
 # --- the spec and the cohort -------------------------------------------------------------
 
@@ -74,6 +76,18 @@ def test_make_cohort_gives_every_slide_the_difficulty(tmp_path: pathlib.Path) ->
     large=st.integers(0, 2),
     pen=st.booleans(),
     difficulty=st.floats(0.0, 1.0),
+)
+# tissue of 4 mask px: the smoothed signed distance once erased it (no tissue at all)
+@example(
+    seed=0,
+    side=256,
+    mpp=0.25,
+    downsample=32,
+    fraction=0.0625,
+    n_nests=None,
+    large=0,
+    pen=False,
+    difficulty=0.0,
 )
 def test_a_tumor_slide_always_has_tumor_inside_its_tissue(
     seed: int,
@@ -229,3 +243,107 @@ def test_dust_on_bare_glass_renders() -> None:
             assert tile.shape == (256, 256, 3)
             specks += int((tile.astype(int).sum(2) < 3 * 200).any())
     assert specks > 0  # some dust lies on bare glass
+
+
+# --- central necrosis, tangentially cut basal epithelium, crushed edges ----------------
+
+
+def _mimic_layouts(tumor: bool, difficulty: float) -> list[SlideLayout]:
+    return [
+        make_layout(
+            SyntheticSlideSpec(
+                width=8192, height=8192, mpp=0.5, seed=seed, tumor=tumor, difficulty=difficulty
+            )
+        )
+        for seed in (0, 1, 2)
+    ]
+
+
+def test_large_nests_get_central_necrosis_inside_the_tumor_mask_only() -> None:
+    area = {}
+    for difficulty in (0.0, 1.0):
+        area[difficulty] = 0
+        for layout in _mimic_layouts(True, difficulty):
+            necrosis = layout.fields[..., F.NECROSIS] > 0.5
+            tumor = layout.tumor_mask.array
+            assert not (necrosis & ~tumor).any()
+            # a rim of viable carcinoma: necrosis lies at least 40 µm inside the nest
+            um = layout.spec.mask_downsample * layout.spec.mpp
+            inside_um = cv2.distanceTransform(tumor.astype(np.uint8), cv2.DIST_L2, 5) * um
+            assert (inside_um[necrosis] >= 40.0 - 1.5 * um).all()
+            area[difficulty] += int(necrosis.sum())
+    assert area[0.0] > 2 * area[1.0] > 0  # commoner (and the nests larger) when easier
+    for layout in _mimic_layouts(False, 0.0):
+        assert not (layout.fields[..., F.NECROSIS] > 0.0).any()
+
+
+def test_necrosis_is_eosinophilic_debris_with_few_nuclei() -> None:
+    layout = _mimic_layouts(True, 0.0)[1]
+    d = layout.spec.mask_downsample
+    field = layout.fields[..., F.NECROSIS]
+    rows, cols = np.nonzero(field > 0.5)
+    y, x = int(np.median(rows)) * d, int(np.median(cols)) * d
+    image = render_region(layout, x - 400, y - 400, 800, 800)
+    hed = rgb2hed(image)
+    # classify the pixels by the mask pixel they lie in, away from its edges
+    idx = (np.arange(800) + np.array([[y - 400], [x - 400]])) // d
+    nec = field[idx[0]][:, idx[1]] > 0.99
+    viable = (layout.fields[..., F.TUMOR] > 0.99)[idx[0]][:, idx[1]] & ~(
+        field[idx[0]][:, idx[1]] > 0.01
+    )
+    assert nec.sum() > 20_000 and viable.sum() > 20_000
+    nuclear = hed[..., 0] > np.percentile(hed[..., 0][viable], 60)
+    assert nuclear[nec].mean() < 0.4 * nuclear[viable].mean()  # few nuclei, dust only
+    assert hed[..., 1][nec].mean() > hed[..., 1][viable].mean()  # eosinophilic
+    assert nuclear[nec].mean() > 0.005  # karyorrhectic dust
+
+
+def test_tangential_basal_islands_and_crushed_edges_are_not_tumor_and_grow_harder() -> None:
+    islands, crush = {}, {}
+    for difficulty in (0.0, 1.0):
+        islands[difficulty] = crush[difficulty] = 0
+        for tumor in (True, False):
+            for layout in _mimic_layouts(tumor, difficulty):
+                f, truth = layout.fields, layout.tumor_mask.array
+                basal = f[..., F.BASALOID] > 0.5
+                band = np.abs(f[..., F.CRUSH]) > 0.5
+                assert not (basal & truth).any() and not (band & truth).any()
+                # islands lie in the stroma under the epithelium, bands along the border
+                um = layout.spec.mask_downsample * layout.spec.mpp
+                epithelium = layout.epithelium_mask.array
+                to_epithelium_um = (
+                    cv2.distanceTransform((~epithelium).astype(np.uint8), cv2.DIST_L2, 5) * um
+                )
+                assert not (basal & epithelium).any()
+                assert (to_epithelium_um[basal] < 500.0).all()
+                sdf_um = f[..., F.SDF] * layout.spec.mpp
+                assert (sdf_um[band] <= CRUSH_MAX_UM + um).all()
+                assert (sdf_um[band] > -um).all()
+                islands[difficulty] += cv2.connectedComponents(basal.astype(np.uint8))[0] - 1
+                crush[difficulty] += int(band.sum())
+    assert islands[1.0] > 2 * islands[0.0] and islands[0.0] > 0
+    assert crush[1.0] > 3 * crush[0.0] > 0
+
+
+@pytest.mark.parametrize(("difficulty", "channel"), [(0.0, F.NECROSIS), (1.0, F.CRUSH)])
+def test_slides_with_necrosis_and_crush_render_the_same_in_pieces(
+    difficulty: float, channel: int
+) -> None:
+    spec = SyntheticSlideSpec(width=8192, height=8192, mpp=0.5, seed=0, difficulty=difficulty)
+    layout = make_layout(spec)
+    d = spec.mask_downsample
+    rows, cols = np.nonzero(np.abs(layout.fields[..., channel]) > 0.5)
+    y, x = int(rows[len(rows) // 2]) * d, int(cols[len(cols) // 2]) * d
+    whole = render_region(layout, x - 150, y - 150, 300, 300)
+    left = render_region(layout, x - 150, y - 150, 137, 300)
+    right = render_region(make_layout(spec), x - 13, y - 150, 163, 300)  # same seed, same pixels
+    assert np.array_equal(whole, np.hstack([left, right]))
+
+
+@pytest.mark.parametrize("kind", ["crush", "cautery"])
+def test_crushed_and_cauterised_patches_have_glass_above_a_dark_band(kind: str) -> None:
+    patch = structure_patch(kind, size=256, seed=2).astype(float)
+    stroma = structure_patch("stroma", size=256, seed=2).astype(float)
+    assert patch[:16].mean() > 225  # the glass above the border
+    hema = rgb2hed(patch[40:150].astype(np.uint8))[..., 0]
+    assert hema.mean() > 1.3 * rgb2hed(stroma[40:150].astype(np.uint8))[..., 0].mean()

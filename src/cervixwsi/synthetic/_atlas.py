@@ -117,11 +117,13 @@ def atlas_size(mpp: float) -> int:
 
 
 def tumor_params(difficulty: float) -> CellParams:
-    """The carcinoma's cells at ``difficulty`` in [0, 1].
+    """The carcinoma's cells at hardness ``difficulty`` in [0, 1].
 
-    The parameters move from :data:`TUMOR_EASY` to :data:`TUMOR_HARD` by
-    ``1 - (1 - difficulty) ** 2``: faster at first, so that the middle of
-    the dial is already moderately hard.
+    ``difficulty`` is what :func:`~cervixwsi.synthetic._spec.drawn_difficulty`
+    gives (the dial's calibrated hardness), not the spec's own.  The parameters
+    move from :data:`TUMOR_EASY` to :data:`TUMOR_HARD` by
+    ``1 - (1 - difficulty) ** 2``: faster at first, so that the middle of the
+    dial is already moderately hard.
     """
     t = 1.0 - (1.0 - float(difficulty)) ** 2
     return lerp_params(TUMOR_EASY, TUMOR_HARD, t)

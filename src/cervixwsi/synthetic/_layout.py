@@ -33,7 +33,10 @@ class F:
     PSI = 3  # stream function of collagen fibres, level-0 px
     MIMIC = 4  # mimic islands (immature metaplasia), smoothed; mimic where > 0.5
     LYMPH = 5  # lymphocyte clusters, smoothed weight in [0, 1]
-    N = 6
+    NECROSIS = 6  # central necrosis of large nests, smoothed; where > 0.5 (inside tumor)
+    BASALOID = 7  # tangentially cut basal epithelium, smoothed; where > 0.5
+    CRUSH = 8  # crushed (> 0.5) or cauterised (< -0.5) edges, smoothed, signed
+    N = 9
     # SlideLayout.artifact_fields
     FOLD = 0  # fold indicator, fold where > 0.5
     BLUR = 1  # out-of-focus weight in [0, 1]
@@ -41,11 +44,14 @@ class F:
     N_ARTIFACTS = 3
 
 
-# Stain optical-density vectors as measured on scanned H&E slides (the reference of
-# Macenko et al. 2009).  Ruifrok & Johnston's ([0.65, 0.70, 0.29], [0.07, 0.99, 0.11])
-# make nuclei too blue and eosin magenta next to real scans (compare ../shared tiles).
+# Stain optical-density vectors as measured on scanned H&E slides.  Hematoxylin is the
+# reference of Macenko et al. 2009.  Eosin is the mean direction of the Macenko eosin
+# vectors of the two real H&E references in tests/data (the CMU slide [0.143, 0.910,
+# 0.388], the TCGA tiles [0.168, 0.849, 0.502]), 3.8° from each; Macenko's reference
+# [0.2159, 0.8012, 0.5581] is 12° from the CMU slide's.  Ruifrok & Johnston's
+# ([0.65, 0.70, 0.29], [0.07, 0.99, 0.11]) make nuclei too blue and eosin magenta.
 HEMATOXYLIN = np.array([0.5626, 0.7201, 0.4062])
-EOSIN = np.array([0.2159, 0.8012, 0.5581])
+EOSIN = np.array([0.1558, 0.8814, 0.4459])
 _INKS = {
     "green": (40.0, 130.0, 95.0),
     "blue": (40.0, 60.0, 160.0),
@@ -172,7 +178,10 @@ def _signed_distance(inside: npt.NDArray[np.bool_]) -> FloatArray:
     d_in = cv2.distanceTransform(u8, cv2.DIST_L2, 5)
     d_out = cv2.distanceTransform(1 - u8, cv2.DIST_L2, 5)
     sdf = np.where(inside, d_in - 0.5, 0.5 - d_out).astype(np.float32)
-    return np.asarray(cv2.GaussianBlur(sdf, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT))
+    smooth = np.asarray(cv2.GaussianBlur(sdf, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT))
+    if inside.any() and not (smooth > 0).any():
+        return np.asarray(sdf, np.float32)  # a few mask px of tissue: smoothing would erase it
+    return smooth
 
 
 def _blob_polygon(
@@ -289,8 +298,12 @@ def _draw_large_nests(
     spec: SyntheticSlideSpec,
     n: int,
     um: float,
+    record: list[tuple[float, float, float]] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Draw ``n`` large lobulated nests into ``canvas`` (in place); points inside them."""
+    """Draw ``n`` large lobulated nests into ``canvas`` (in place); points inside them.
+
+    Appends ``(u, v, radius_um)`` of each nest to ``record`` when given.
+    """
     rows, cols = canvas.shape
     scale = _nest_scale(spec)
     side_um = min(rows, cols) * um
@@ -300,6 +313,8 @@ def _draw_large_nests(
         radius_um = max(min(radius_um, 0.08 * side_um), 1.6 * um)
         deep = np.flatnonzero(sdf * um > 0.5 * radius_um)
         c = _pick(rng, deep if deep.size else inner, cols, 1)[0]
+        if record is not None:
+            record.append((float(c[0]), float(c[1]), radius_um))
         lobe = np.zeros_like(canvas)
         cv2.fillPoly(
             lobe, [_blob_polygon(rng, c[0], c[1], radius_um / um, 8, 1.2)], 1.0, cv2.LINE_8, 4
@@ -362,8 +377,8 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     """The coarse layout of the slide ``spec`` describes (deterministic per ``spec.seed``).
 
     Takes a fraction of a second for a 20000 x 20000 slide; its arrays take
-    about ``rows * cols * 16`` bytes (``(width / mask_downsample) * (height /
-    mask_downsample)`` pixels; 25 MB at 20000 x 20000 with the default
+    about ``rows * cols * 40`` bytes (``(width / mask_downsample) * (height /
+    mask_downsample)`` pixels; 60 MB at 20000 x 20000 with the default
     downsample 16; for 100000 x 100000 slides consider ``mask_downsample=32``).
 
     Parameters
@@ -434,13 +449,16 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
     inner = stroma_idx if stroma_idx.size else np.flatnonzero(tissue)
     nest_canvas = np.zeros((rows, cols), np.float32)
     pearls: list[tuple[float, float, float]] = []
+    nests: list[tuple[float, float, float]] = []  # (u, v, radius_um), for central necrosis
     if spec.tumor and tissue.any():
         centres = _draw_nests(rng, nest_canvas, inner, sdf, spec, spec.nest_count, um)
+        nests += [(cx, cy, radius_um) for cx, cy, radius_um, _ in centres]
         pearl_p = 0.6 * (1.0 - hard) ** 1.5
         for cx, cy, radius_um, draw in centres:
             if radius_um >= 50.0 and draw < pearl_p:
                 pearls.append((cx * d, cy * d, min(0.3 * radius_um, 40.0) / spec.mpp))
-        for p in _draw_large_nests(rng, nest_canvas, inner, sdf, spec, spec.large_nests, um):
+        large = _draw_large_nests(rng, nest_canvas, inner, sdf, spec, spec.large_nests, um, nests)
+        for p in large:
             if rng.random() < (1.0 - hard) ** 1.5:
                 pearls.append((p[0] * d, p[1] * d, rng.uniform(20.0, 45.0) / spec.mpp))
     fields[..., F.TUMOR] = cv2.GaussianBlur(nest_canvas, (0, 0), 0.8, borderType=cv2.BORDER_REFLECT)
@@ -534,6 +552,9 @@ def make_layout(spec: SyntheticSlideSpec) -> SlideLayout:
         )
         tumor_truth = (fields[..., F.TUMOR] > 0.5) & tissue_truth
     n_lesions = int(cv2.connectedComponents(tumor_truth.astype(np.uint8), connectivity=8)[0]) - 1
+    from cervixwsi.synthetic._mimics import mimic_fields  # it draws with the renderer's helpers
+
+    mimic_fields(spec, fields, tumor_truth, nests, glands)  # necrosis, basaloid, crush
     return SlideLayout(
         spec=spec,
         fields=fields,

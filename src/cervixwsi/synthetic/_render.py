@@ -106,6 +106,7 @@ class _Canvas:
 
 # Red blood cells: bright red-orange, as measured on scans (RGB about 235, 95, 105).
 _RBC = np.array([0.027, 0.745, 0.666], np.float32)
+_RBC_RADIUS_UM = 3.75  # 7.5 µm across, as red cells are (7-8 µm)
 _VESSEL_SPACING_UM = 90.0
 
 
@@ -149,12 +150,13 @@ def _draw_vessels(layout: SlideLayout, canvas: _Canvas) -> None:
         c = cells[k]
         cos_t, sin_t = math.cos(math.radians(ang)), math.sin(math.radians(ang))
         if u[6] < 0.75:  # red cells in the lumen
+            r16 = round(_RBC_RADIUS_UM * um16)
             for m in range(min(12, max(1, round(a * b / 14.0)))):
                 rho, phi = 0.75 * math.sqrt(c[2 * m]), 6.2832 * c[2 * m + 1]
                 ex, ey = rho * a * math.cos(phi), rho * b * math.sin(phi)
                 px = x + round((ex * cos_t - ey * sin_t) * um16)
                 py = y + round((ex * sin_t + ey * cos_t) * um16)
-                cv2.circle(canvas.blood, (px, py), round(3.4 * um16), 1.0, -1, cv2.LINE_8, 4)
+                cv2.circle(canvas.blood, (px, py), r16, 1.0, -1, cv2.LINE_8, 4)
         for m in range(2):  # flat endothelial nuclei on the wall
             phi = 6.2832 * (c[24] + 0.5 * m)
             ex, ey = (a + 0.8) * math.cos(phi), (b + 0.8) * math.sin(phi)
@@ -297,7 +299,7 @@ class _Region:
         self.sdf, self.depth, self.tumor, self.psi = cv2.split(self._remap(win[..., : F.PSI + 1]))
         self.mimic: FloatArray | float = 0.0
         self.lymph: FloatArray | float = 0.0
-        extra = win[..., F.MIMIC :]
+        extra = win[..., F.MIMIC : F.LYMPH + 1]
         if extra.size and float(extra.max()) > 0.0:
             self.mimic, self.lymph = cv2.split(self._remap(extra))
         self.art: FloatArray | None = None  # None: no artifact reaches the region
@@ -466,6 +468,9 @@ def _tissue_od(layout: SlideLayout, region: _Region) -> FloatArray:
         hema = np.asarray(hema * keep + gh * w_stroma, np.float32)
         eosin = np.asarray(eosin * keep + ge * w_stroma, np.float32)
         w_stroma = np.asarray(w_stroma * (1.0 - lumen), np.float32)
+    from cervixwsi.synthetic._mimics import draw_mimics  # necrosis, basaloid islands, crush
+
+    hema, eosin, w_stroma = draw_mimics(layout, region, hema, eosin, w_tumor, w_stroma, grain)
 
     scale = alpha
     if region.art is not None:  # a fold doubles the tissue
