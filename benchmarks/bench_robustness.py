@@ -11,14 +11,18 @@ JPEG quality 70), so the two differ by the shift only.  Rows (the ablation):
 3. + stain augmentation: the CNN trained with ``Augmentation.stain("strong")`` (HED,
    brightness, contrast, saturation and hue jitter);
 4. + stain normalization: Macenko, target fitted on a training slide, source estimated
-   once per test slide (``StainNormalizedPredictor(...).for_slide(slide)``);
+   once per test slide (``StainNormalizedPredictor(...).for_slide(slide)``), with the
+   stains' amounts matched (Macenko et al.) and, in a row of its own, kept
+   (``amounts="keep"``: the stain vectors only);
 5. + hard-negative mining: the CNN's false positives on the training slides (p >= 0.2,
    outside the tumor annotations with a margin of one patch) added to its patch store
    as normal patches, and the CNN trained again from scratch;
 6. + detection method: ``detect_lesions`` settings chosen by
    ``choose_detection_params`` on the training cohort's heatmaps (FROC);
 7. all together (the mining done with the stain-augmented CNN, the detection settings
-   chosen on the training heatmaps of that configuration).
+   chosen on the training heatmaps of that configuration; Macenko keeps the amounts
+   when the clean training slides' hematoxylin maxima differ between tumor and normal
+   slides by more than 10 %: content, not stain, that matching would undo).
 
 Columns, per test cohort: slide AUC (slide score: the heatmap's maximum probability),
 lesion FROC (Camelyon16 protocol) and the mean number of detections with p >= 0.9 per
@@ -95,13 +99,29 @@ def stain_augmentation() -> Any:
     return Augmentation.stain("strong")
 
 
-def macenko_target(train_rows: list[CohortRow]) -> Any:
+def macenko_target(train_rows: list[CohortRow], amounts: str = "match") -> Any:
     """A Macenko normalizer fitted on the first training tumor slide."""
     from cervixwsi.stain import MacenkoNormalizer
 
     row = next(r for r in train_rows if r.label == "tumor")
     with Slide(row.path) as slide:
-        return MacenkoNormalizer().fit_slide(slide)
+        return MacenkoNormalizer(amounts=amounts).fit_slide(slide)
+
+
+def hematoxylin_maxima(train_rows: list[CohortRow]) -> dict[str, list[float]]:
+    """Each clean training slide's Macenko hematoxylin maximum, by label.
+
+    The slides share one stain (variation 0.1), so a difference between tumor and
+    normal slides is content, not stain: what ``amounts="match"`` would wrongly undo.
+    """
+    from cervixwsi.stain import MacenkoNormalizer
+
+    out: dict[str, list[float]] = {"tumor": [], "normal": []}
+    for row in train_rows:
+        with Slide(row.path) as slide:
+            maxima = MacenkoNormalizer().fit_slide(slide).max_concentrations
+        out[row.label].append(round(float(maxima[0]), 3))
+    return out
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -202,6 +222,9 @@ class Bench:
             progress=False,
         )
         clf.fit(train, val, checkpoint_dir=self.work / "models" / f"{name}-checkpoints")
+        # A few hundred steps leave BatchNormalization's moving statistics far from the
+        # data's: without this the small CNN's inference can be nearly constant.
+        clf.recalibrate_batchnorm(train, seed=0)
         path.parent.mkdir(parents=True, exist_ok=True)
         clf.save(path)
         counts = np.bincount(train.labels, minlength=2)
@@ -231,8 +254,12 @@ class Bench:
             with Slide(row.path) as slide:
                 p = predictor
                 if normalizer is not None:
+                    # the slide's stains estimated on the tissue the heatmap scores (with
+                    # the artifact masker: without pen ink, whose colour would pass for
+                    # a stain)
+                    tissue = None if masker is None else masker.mask(slide)
                     try:
-                        p = StainNormalizedPredictor(predictor, normalizer).for_slide(slide)
+                        p = StainNormalizedPredictor(predictor, normalizer).for_slide(slide, tissue)
                     except StainError as exc:  # counted and reported: left unnormalized
                         self.stain_failures.setdefault(config, []).append(row.slide_id)
                         self.say(f"Macenko could not estimate {row.slide_id}'s stains: {exc}")
@@ -289,12 +316,81 @@ def score(
     )
 
 
+#: What the generator drew at a heatmap pixel, checked in this order (the first that holds).
+SITES = (
+    "pen",
+    "dust",
+    "fold",
+    "blur",
+    "mimic",
+    "basal island",
+    "crush/cautery",
+    "lymphocytes",
+    "epithelium",
+    "stroma",
+    "glass",
+)
+
+
+def false_positive_sites(
+    rows: list[CohortRow], maps: dict[str, Heatmap], threshold: float = 0.9
+) -> dict[str, int]:
+    """Heatmap pixels >= ``threshold`` outside the tumor, by what the generator drew there.
+
+    The synthetic ground truth (``make_layout`` of the spec written in each slide's TIFF
+    description) at each pixel's centre: an artifact, a mimic island, a lymphocyte
+    cluster, an island of tangentially cut basal epithelium, a crushed or cauterised
+    edge, epithelium, stroma, or no tissue.  Pixels over tumor are left out.
+    """
+    import ast
+
+    import tifffile
+
+    from cervixwsi.synthetic import SyntheticSlideSpec, make_layout
+    from cervixwsi.synthetic._layout import F
+
+    counts = dict.fromkeys(SITES, 0)
+    for row in rows:
+        heat = maps[row.slide_id]
+        ys, xs = np.nonzero(np.nan_to_num(np.asarray(heat.array, np.float64)) >= threshold)
+        if not ys.size:
+            continue
+        with tifffile.TiffFile(row.path) as tif:
+            text = str(tif.pages[0].description)
+        spec = SyntheticSlideSpec(**ast.literal_eval(text[text.index("{") :]))
+        layout = make_layout(spec)
+        d = layout.tissue_mask.downsample
+        rows_, cols_ = layout.fields.shape[:2]
+        u = np.minimum(((xs + 0.5) * heat.downsample / d).astype(int), cols_ - 1)
+        v = np.minimum(((ys + 0.5) * heat.downsample / d).astype(int), rows_ - 1)
+        f = layout.fields[v, u]
+        artifacts = {k: m.array[v, u] for k, m in layout.artifact_masks().items()}
+        left = f[:, F.TUMOR] <= 0.5
+        tests = [artifacts.get(name, np.zeros_like(left)) for name in SITES[:4]] + [
+            f[:, F.MIMIC] > 0.5,
+            f[:, F.BASALOID] > 0.5,
+            np.abs(f[:, F.CRUSH]) > 0.5,
+            f[:, F.LYMPH] > 0.3,
+            (f[:, F.SDF] > 0) & (f[:, F.DEPTH] < 1.05),
+            f[:, F.SDF] > 0,
+            np.ones_like(left),
+        ]
+        for name, hit in zip(SITES, tests, strict=True):
+            counts[name] += int((left & hit).sum())
+            left &= ~hit
+    return counts
+
+
 def components(heat: Heatmap) -> Any:
     return detect_lesions(heat)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     size = QUICK if args.quick else FULL
+    if args.epochs is not None:
+        size = dataclasses.replace(size, epochs=args.epochs)
+    if args.train_slides is not None:
+        size = dataclasses.replace(size, train=args.train_slides)
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     b = Bench(work, size, args.difficulty)
@@ -314,6 +410,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = b.model("base", train_store, val_store, study_augmentation())
     aug = b.model("stain-aug", train_store, val_store, stain_augmentation())
     macenko = macenko_target(train_rows)
+    # Chosen on the training slides: when their hematoxylin maxima differ between tumor
+    # and normal slides of one stain, matching maxima brightens normal nuclei; then the
+    # stain vectors only are normalized (amounts are left to augmentation).
+    maxima = hematoxylin_maxima(train_rows)
+    ratio = float(np.median(maxima["tumor"]) / np.median(maxima["normal"]))
+    amounts = "keep" if ratio > 1.1 else "match"
+    b.say(f"training slides' H maxima {maxima}: tumor / normal {ratio:.2f}, amounts={amounts}")
+    macenko_all = macenko_target(train_rows, amounts)
 
     # Hard-negative mining: the first model's false positives on its training slides.
     def mined_model(name: str, first: Any, augmentation: Any, masker: TissueMasker | None) -> Any:
@@ -348,7 +452,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Detection settings, chosen on the training cohort only.
     truth_train = truth(train_rows)
     choice_base = choose_detection_params(base_train_maps, truth_train, mpp=MPP)
-    all_train_maps = b.heatmaps("train-all", train_rows, everything, art, macenko)
+    all_train_maps = b.heatmaps(f"train-all-{amounts}", train_rows, everything, art, macenko_all)
     choice_all = choose_detection_params(all_train_maps, truth_train, mpp=MPP)
     for label, c in (("baseline", choice_base), ("all", choice_all)):
         tried = ", ".join(f"{m}/{s:g}/{d:g}={f:.3f} ({n} FP)" for m, s, d, f, n in c.tried)
@@ -363,9 +467,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("+ artifact mask", "base-art", base, art, None, components),
         ("+ stain augmentation", "aug", aug, plain, None, components),
         ("+ stain normalization (Macenko)", "base-macenko", base, plain, macenko, components),
+        (
+            "+ stain normalization (Macenko, stain vectors only)",
+            "base-macenko-keep",
+            base,
+            plain,
+            macenko_target(train_rows, "keep"),
+            components,
+        ),
         ("+ hard-negative mining", "hn", hn, plain, None, components),
         ("+ detection method", "base", base, plain, None, chosen(choice_base)),
-        ("all together", "all", everything, art, macenko, chosen(choice_all)),
+        ("all together", f"all-{amounts}", everything, art, macenko_all, chosen(choice_all)),
     ]
     table: list[dict[str, Any]] = []
     maps_by: dict[tuple[str, str], dict[str, Heatmap]] = {}
@@ -378,7 +490,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             record[cohort] = dataclasses.asdict(score(rows, maps_by[key], detect))
         table.append(record)
         b.say(f"row done: {label}")
+    sites = {
+        f"{config} {cohort}": false_positive_sites(tests[cohort], maps_by[(config, cohort)])
+        for config in ("base", f"all-{amounts}")
+        for cohort in ("shifted", "clean")
+    }
     extras = {
+        "training_hematoxylin_maxima": maxima,
+        "macenko_amounts_all": amounts,
+        "false_positive_sites": sites,
         "hard_negatives": {"hn": n_hn, "hn-aug": n_hn_all},
         "stain_failures": b.stain_failures,
         "detection_baseline": choice_base.kwargs,
@@ -428,6 +548,12 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"the training cohort: baseline {result['detection_baseline']}, all together "
         f"{result['detection_all']}.  Run time {result['seconds'] / 60:.0f} min."
     )
+    if "training_hematoxylin_maxima" in result:
+        counts += (
+            "  Macenko hematoxylin maxima of the clean training slides (one stain): "
+            f"{result['training_hematoxylin_maxima']}; all together normalizes with "
+            f"amounts={result['macenko_amounts_all']!r}."
+        )
     failures = result.get("stain_failures") or {}
     if failures:
         counts += (
@@ -435,7 +561,22 @@ def markdown(result: dict[str, Any], command: str) -> str:
             + "; ".join(f"{config}: {', '.join(ids)}" for config, ids in failures.items())
             + "."
         )
-    return f"Command: `{command}`\n\n" + head + "\n".join(lines) + "\n\n" + counts + "\n"
+    sites = result.get("false_positive_sites") or {}
+    where = ""
+    if sites:
+        where = (
+            "\n\nHeatmap pixels (64 µm patches) with p >= 0.9 outside the tumor, by what the "
+            "generator drew at their centre (all test slides of the cohort):\n\n"
+            "| model, cohort | " + " | ".join(SITES) + " |\n"
+            "|---|"
+            + "---|" * len(SITES)
+            + "\n"
+            + "\n".join(
+                f"| {name} | " + " | ".join(str(c[k]) for k in SITES) + " |"
+                for name, c in sites.items()
+            )
+        )
+    return f"Command: `{command}`\n\n" + head + "\n".join(lines) + "\n\n" + counts + where + "\n"
 
 
 def goals(result: dict[str, Any]) -> list[str]:
@@ -520,10 +661,22 @@ def main() -> None:
         help="synthetic difficulty of every cohort (default 0: the issue's first goal's "
         "setting; 0.5 is the generator's default, the second goal's); one --workdir each",
     )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help=f"training epochs (default {FULL.epochs})"
+    )
+    parser.add_argument(
+        "--train-slides",
+        type=int,
+        default=None,
+        help=f"tumor slides (= normal slides) of the training cohort (default {FULL.train})",
+    )
     args = parser.parse_args()
     result = run(args)
     command = "python benchmarks/bench_robustness.py" + (" --quick" if args.quick else "")
     command += f" --difficulty {args.difficulty:g}"
+    for flag, value in (("--epochs", args.epochs), ("--train-slides", args.train_slides)):
+        if value is not None:
+            command += f" {flag} {value}"
     text = markdown(result, command)
     print(text)
     for line in goals(result):

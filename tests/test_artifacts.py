@@ -227,6 +227,29 @@ def test_dust_specks_are_found_on_tissue() -> None:
     assert art.fractions()["dust"] < 0.02
 
 
+def test_nearly_black_nuclei_are_not_dust_but_darker_specks_are() -> None:
+    # Nuclei as dark as dust in every channel (as in real H&E): the slide's own tissue
+    # raises the threshold, so they stay tissue; grey specks darker still are dust, and a
+    # single black pixel (a grain of chromatin) is not.
+    rng = np.random.default_rng(5)
+    image = np.empty((1024, 1024, 3), np.uint8)
+    image[:] = GLASS
+    image[100:900, 100:900] = PINK
+    for x, y in rng.integers(120, 880, (1500, 2)):
+        cv2.circle(image, (int(x), int(y)), 3, (45, 30, 60), -1)
+    grains = rng.integers(120, 880, (200, 2))
+    image[grains[:, 1], grains[:, 0]] = (8, 8, 8)
+    specks = [(300, 300), (600, 450), (700, 750)]
+    for x, y in specks:
+        cv2.circle(image, (x, y), 4, (6, 6, 7), -1)
+    image = np.clip(image.astype(int) + rng.integers(-4, 5, image.shape), 0, 255).astype(np.uint8)
+    art = ArtifactMasker(causes=("dust",), mpp=8.0).detect(ArraySlide(image, mpp=1.0))
+    dust = art.cause("dust")
+    for x, y in specks:
+        assert dust[y // 8, x // 8], (x, y)
+    assert int(dust.sum()) <= 3 * len(specks) * 4  # the specks' cells, not the nuclei
+
+
 # --- real H&E -----------------------------------------------------------------------------
 
 REAL_CROPS = [
@@ -310,6 +333,8 @@ def test_mask_with_artifacts_saves_loads_and_pickles(tmp_path: Path) -> None:
         ({"blur_tile_um": float("nan")}, "blur_tile_um"),
         ({"dust_max_area_um2": -1}, "dust_max_area_um2"),
         ({"dust_factor": 0}, "dust_factor"),
+        ({"dust_min_area_um2": -1}, "dust_min_area_um2"),
+        ({"dust_background_um": 0}, "dust_background_um"),
         ({"margin_um": True}, "margin_um"),
     ],
 )

@@ -155,6 +155,27 @@ def test_macenko_maps_a_stain_shifted_image_back() -> None:
     assert after < before / 3
 
 
+def test_macenko_keeping_amounts_swaps_only_the_stain_vectors() -> None:
+    # The same amounts drawn with other stains, and twice as much hematoxylin: with
+    # amounts="keep" the result is those amounts (doubled H included) drawn with the
+    # target's stains, computed here directly by Beer-Lambert; "match" rescales them.
+    ha, ea = (np.asarray(v, float) / np.linalg.norm(v) for v in (H_ALT, E_ALT))
+    c = np.random.default_rng(3).uniform(0.0, 1.2, (96, 96, 2))
+    c[..., 0] *= 2.0
+    shifted = np.round(256 * np.exp(-(c[..., :1] * ha + c[..., 1:] * ea)) - 1)
+    shifted = np.clip(shifted, 0, 255).astype(np.uint8)
+    target = beer_lambert(H_SYN, E_SYN)
+    keep = MacenkoNormalizer(amounts="keep").fit(target)
+    expected = 256 * np.exp(
+        -(c[..., :1] * keep.stain_vectors[0] + c[..., 1:] * keep.stain_vectors[1])
+    )
+    out = keep.transform(shifted).astype(float)
+    assert np.abs(out - np.clip(expected - 1, 0, 255)).mean() < 4.0
+    matched = MacenkoNormalizer().fit(target).transform(shifted).astype(float)
+    assert matched.mean() > out.mean() + 10  # "match" undoes the doubled hematoxylin
+    assert StainNormalizer.from_dict(keep.to_dict()) == keep
+
+
 def test_macenko_fits_real_h_and_e(real_tile: npt.NDArray[np.uint8]) -> None:
     norm = MacenkoNormalizer().fit(real_tile)
     assert angle(norm.stain_vectors[0], [0.65, 0.70, 0.29]) < 15  # hematoxylin-like
@@ -540,6 +561,7 @@ def test_wrong_dtype_or_shape_raises(method: type[StainNormalizer], bad: Any) ->
         (MacenkoNormalizer, {"beta": True}, "MacenkoNormalizer.beta"),
         (MacenkoNormalizer, {"alpha": 50}, "MacenkoNormalizer.alpha"),
         (MacenkoNormalizer, {"percentile": 10}, "MacenkoNormalizer.percentile"),
+        (MacenkoNormalizer, {"amounts": "scale"}, "MacenkoNormalizer.amounts"),
         (MacenkoNormalizer, {"min_angle": -1}, "MacenkoNormalizer.min_angle"),
         (ReinhardNormalizer, {"beta": float("nan")}, "ReinhardNormalizer.beta"),
     ],

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cervixwsi._validate import check_real
+from cervixwsi._validate import check_choice, check_real
 from cervixwsi.errors import StainError
 from cervixwsi.stain._base import StainNormalizer, Stats
 from cervixwsi.stain._od import (
@@ -55,7 +55,12 @@ class MacenkoNormalizer(StainNormalizer):
 
     **Transform**: a pixel's source concentrations, scaled by target / source maximum,
     recombined with the target's stain vectors; in one 3×3 matrix per image applied
-    to the OD (float32).  Glass (OD 0) becomes white.
+    to the OD (float32).  Glass (OD 0) becomes white.  With ``amounts="keep"`` the
+    concentrations are not rescaled: only the stains' colours change.  The maxima
+    depend on what the tissue holds as well as on how much stain it took up (a slide
+    of dense, dark carcinoma has a higher 99th percentile of hematoxylin than a normal
+    slide stained alike), so matching them brightens the nuclei of normal slides;
+    keeping the amounts leaves amount differences to stain augmentation.
 
     The tissue rule (OD above ``beta`` in *every* channel, as Macenko et al.) leaves
     out pale pixels of a stain that absorbs almost no red: with Ruifrok & Johnston's
@@ -83,6 +88,10 @@ class MacenkoNormalizer(StainNormalizer):
         stain only (e.g. eosin without hematoxylin); default 5.  Hematoxylin is also
         required to absorb red (the red component of its unit OD vector at least 0.4;
         hematoxylin's is 0.5-0.7 on real and synthetic H&E, eosin's 0.1-0.3).
+    amounts : {"match", "keep"}
+        ``"match"`` (default, Macenko et al.): each stain's concentrations are scaled
+        so that the source's maximum becomes the target's; ``"keep"``: the source's
+        concentrations are kept, only the stain vectors are swapped for the target's.
 
     Examples
     --------
@@ -114,14 +123,21 @@ class MacenkoNormalizer(StainNormalizer):
         alpha: float = 1.0,
         percentile: float = 99.0,
         min_angle: float = 5.0,
+        amounts: str = "match",
     ) -> None:
         super().__init__(beta=beta)
+        self.amounts = check_choice(amounts, "MacenkoNormalizer.amounts", ("match", "keep"))
         self.alpha = check_real(alpha, "MacenkoNormalizer.alpha", min=0, max=50, max_open=True)
         self.percentile = check_real(percentile, "MacenkoNormalizer.percentile", min=50, max=100)
         self.min_angle = check_real(min_angle, "MacenkoNormalizer.min_angle", min=0, max=45)
 
     def _params(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "percentile": self.percentile, "min_angle": self.min_angle}
+        return {
+            "alpha": self.alpha,
+            "percentile": self.percentile,
+            "min_angle": self.min_angle,
+            "amounts": self.amounts,
+        }
 
     def _stat_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"stain_vectors": (2, 3), "max_concentrations": (2,), "background": (3,)}
@@ -221,6 +237,8 @@ class MacenkoNormalizer(StainNormalizer):
         """The 3×3 map of source OD to target OD."""
         target = self._checked_target()
         scale = target["max_concentrations"] / source["max_concentrations"]
+        if self.amounts == "keep":
+            scale = np.ones_like(scale)
         m = np.linalg.pinv(source["stain_vectors"]) @ (scale[:, None] * target["stain_vectors"])
         return m.astype(np.float32)
 
