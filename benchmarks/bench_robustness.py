@@ -24,6 +24,9 @@ JPEG quality 70), so the two differ by the shift only.  Rows (the ablation):
    when the clean training slides' hematoxylin maxima differ between tumor and normal
    slides by more than 10 %: content, not stain, that matching would undo).
 
+``--parts`` also tests the baseline and all together on three more cohorts of the same
+seeds, each with one part of the shift (stain only, artifacts only, JPEG only).
+
 Columns, per test cohort: slide AUC (slide score: the heatmap's maximum probability),
 lesion FROC (Camelyon16 protocol) and the mean number of detections with p >= 0.9 per
 normal slide (each a false positive).  Models, patch stores and heatmaps are cached in
@@ -51,6 +54,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+from _robustness_report import figure, goals, markdown
 
 from cervixwsi.annotations import AnnotationSet, read_asap_xml
 from cervixwsi.heatmap import Heatmap, HeatmapGenerator, add_hard_negatives
@@ -64,6 +68,12 @@ MPP = 1.0  # level-0 µm/px: 64 px patches see the study's 64 µm field of view
 PATCH = 64
 INPUT = 56
 SHIFT = {"stain_variation": 0.35, "artifacts": ("blur", "dust", "fold", "pen"), "quality": 70}
+#: ``--parts``: test cohorts with one part of the shift each (same seeds as the others).
+SHIFT_PARTS = {
+    "stain only": {"stain_variation": SHIFT["stain_variation"]},
+    "artifacts only": {"artifacts": SHIFT["artifacts"]},
+    "JPEG only": {"quality": SHIFT["quality"]},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +199,24 @@ class Bench:
             f"{s.side} px at {MPP} µm/px, difficulty {self.difficulty}"
         )
         return out
+
+    def part_cohort(self, part: str) -> list[CohortRow]:
+        """The test cohort with one part of the shift (``SHIFT_PARTS[part]``)."""
+        s = self.size
+        folder = "cohort-only-" + part.split()[0].lower()
+        cohort = make_cohort(
+            self.work / folder,
+            s.test,
+            s.test,
+            seed=303,
+            split=(0.0, 0.0, 1.0),
+            spec_options={"mpp": MPP, **SHIFT_PARTS[part]},
+            size=(s.side, s.side),
+            workers=2,
+            progress=False,
+            difficulty=self.difficulty,
+        )
+        return list(cohort.rows)
 
     def store(self, rows: list[CohortRow], name: str) -> PatchStore:
         s = self.size.scale
@@ -505,7 +533,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for config in ("base", f"all-{amounts}")
         for cohort in ("shifted", "clean")
     }
+    parts: dict[str, dict[str, Any]] = {}
+    for part in SHIFT_PARTS if args.parts else ():
+        rows = b.part_cohort(part)
+        tag = part.split()[0].lower()
+        parts[part] = {
+            "baseline": dataclasses.asdict(
+                score(rows, b.heatmaps(f"base-only-{tag}", rows, base, plain), components)
+            ),
+            "all together": dataclasses.asdict(
+                score(
+                    rows,
+                    b.heatmaps(f"all-{amounts}-only-{tag}", rows, everything, art, macenko_all),
+                    chosen(choice_all),
+                )
+            ),
+        }
+        b.say(f"shift part done: {part}")
     extras = {
+        "parts": parts,
         "training_hematoxylin_maxima": maxima,
         "macenko_amounts_all": amounts,
         "false_positive_sites": sites,
@@ -531,133 +577,6 @@ def study_augmentation() -> Any:
     return Augmentation()
 
 
-# --- output ----------------------------------------------------------------------------------
-
-
-def markdown(result: dict[str, Any], command: str) -> str:
-    rows = result["table"]
-    first = next(r for r in rows if "shifted" in r)
-    n = {c: first[c] for c in ("shifted", "clean")}
-    head = (
-        "| | shifted: slide AUC | FROC | false det. p>=0.9 / normal slide "
-        "| unshifted: slide AUC | FROC | false det. p>=0.9 / normal slide |\n"
-        "|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for r in rows:
-        cells = []
-        for c in ("shifted", "clean"):
-            s = r[c]
-            cells += [f"{s['auc']:.3f}", f"{s['froc']:.3f}", f"{s['fp90']:.2f}"]
-        lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
-    counts = (
-        f"Shifted and unshifted test cohorts: {n['shifted']['n_slides']} slides each "
-        f"({n['shifted']['n_normal']} normal), {n['shifted']['n_lesions']} / "
-        f"{n['clean']['n_lesions']} lesions (FROC, ITCs excluded).  "
-        f"Hard negatives added: {result['hard_negatives']}.  Detection settings chosen on "
-        f"the training cohort: baseline {result['detection_baseline']}, all together "
-        f"{result['detection_all']}.  Run time {result['seconds'] / 60:.0f} min."
-    )
-    if "training_hematoxylin_maxima" in result:
-        counts += (
-            "  Macenko hematoxylin maxima of the clean training slides (one stain): "
-            f"{result['training_hematoxylin_maxima']}; all together normalizes with "
-            f"amounts={result['macenko_amounts_all']!r}."
-        )
-    failures = result.get("stain_failures") or {}
-    if failures:
-        counts += (
-            "  Macenko could not estimate the stains of (left unnormalized): "
-            + "; ".join(f"{config}: {', '.join(ids)}" for config, ids in failures.items())
-            + "."
-        )
-    sites = result.get("false_positive_sites") or {}
-    where = ""
-    if sites:
-        where = (
-            "\n\nHeatmap pixels (64 µm patches) with p >= 0.9 outside the tumor, by what the "
-            "generator drew at their centre (all test slides of the cohort):\n\n"
-            "| model, cohort | " + " | ".join(SITES) + " |\n"
-            "|---|"
-            + "---|" * len(SITES)
-            + "\n"
-            + "\n".join(
-                f"| {name} | " + " | ".join(str(c[k]) for k in SITES) + " |"
-                for name, c in sites.items()
-            )
-        )
-    return f"Command: `{command}`\n\n" + head + "\n".join(lines) + "\n\n" + counts + where + "\n"
-
-
-def goals(result: dict[str, Any]) -> list[str]:
-    rows = {r["row"]: r for r in result["table"] if "shifted" in r}
-    out = []
-    a = rows.get("all together")
-    if a is None:
-        return ["all together: not run"]
-    s, c = a["shifted"], a["clean"]
-    out.append(
-        f"goal FROC >= 0.75 on the shifted cohort: {s['froc']:.3f} "
-        f"({'met' if s['froc'] >= 0.75 else 'NOT met'})"
-    )
-    out.append(
-        f"goal slide AUC >= 0.98 on the shifted cohort: {s['auc']:.3f} "
-        f"({'met' if s['auc'] >= 0.98 else 'NOT met'})"
-    )
-    out.append(
-        f"goal <= 1 false detection at p >= 0.9 per normal slide: {s['fp90']:.2f} "
-        f"({'met' if s['fp90'] <= 1 else 'NOT met'})"
-    )
-    df, da = c["froc"] - s["froc"], c["auc"] - s["auc"]
-    out.append(
-        f"goal shift costs <= 0.05 FROC and <= 0.02 AUC (all together, unshifted - shifted): "
-        f"{df:+.3f} FROC, {da:+.3f} AUC ({'met' if df <= 0.05 and da <= 0.02 else 'NOT met'})"
-    )
-    return out
-
-
-def figure(
-    path: Path, rows: list[CohortRow], before: dict[str, Heatmap], after: dict[str, Heatmap]
-) -> None:
-    """Before/after hard-negative mining on the shifted normal slide with most false positives."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    normal = [r for r in rows if r.label == "normal"]
-    tumor = [r for r in rows if r.label == "tumor"]
-
-    def fps(r: CohortRow) -> int:
-        return int((detect_lesions(before[r.slide_id])[:, 0] >= 0.9).sum())
-
-    picks = [max(normal, key=fps), tumor[0]]
-    fig, axes = plt.subplots(2, 3, figsize=(11, 7.6))
-    for i, row in enumerate(picks):
-        with Slide(row.path) as slide:
-            thumb = np.asarray(slide.get_thumbnail((512, 512)))
-            gt = read_asap_xml(row.annotation_path) if row.label == "tumor" else None
-            pics = [
-                heat.overlay(slide, max_size=512, ground_truth=gt, legend=False, colorbar=False)
-                for heat in (before[row.slide_id], after[row.slide_id])
-            ]
-        n_before = int((detect_lesions(before[row.slide_id])[:, 0] >= 0.9).sum())
-        n_after = int((detect_lesions(after[row.slide_id])[:, 0] >= 0.9).sum())
-        titles = [
-            f"{row.slide_id} (shifted cohort)",
-            f"first model: {n_before} detections p>=0.9",
-            f"after hard-negative mining: {n_after}",
-        ]
-        for ax, pic, title in zip(axes[i], [thumb, *pics], titles, strict=True):
-            ax.imshow(pic)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3+3 slides of 2048 px per cohort")
@@ -672,6 +591,11 @@ def main() -> None:
         "setting; 0.5 is the generator's default, the second goal's); one --workdir each",
     )
     parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also test baseline and all together on cohorts with one part of the shift each",
+    )
+    parser.add_argument(
         "--epochs", type=int, default=None, help=f"training epochs (default {FULL.epochs})"
     )
     parser.add_argument(
@@ -684,6 +608,7 @@ def main() -> None:
     result = run(args)
     command = "python benchmarks/bench_robustness.py" + (" --quick" if args.quick else "")
     command += f" --difficulty {args.difficulty:g}"
+    command += " --parts" if args.parts else ""
     for flag, value in (("--epochs", args.epochs), ("--train-slides", args.train_slides)):
         if value is not None:
             command += f" {flag} {value}"
