@@ -67,6 +67,14 @@ def markdown(result: dict[str, Any], command: str) -> str:
                 for name, c in sites.items()
             )
         )
+    kept = result.get("artifacts_kept") or {}
+    if kept:
+        where += (
+            "\n\nArtifacts left in the artifact mask of the shifted test slides (of their "
+            "area in the plain tissue mask): "
+            + ", ".join(f"{k} {100 * a / max(t, 1):.1f} % of {t} px" for k, (a, t) in kept.items())
+            + "."
+        )
     body = head + "\n".join(lines) + "\n\n" + counts + where + parts_table(result)
     return f"Command: `{command}`\n\n" + body + "\n"
 

@@ -55,6 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 from _robustness_report import figure, goals, markdown
+from _robustness_truth import artifacts_kept, false_positive_sites
 
 from cervixwsi.annotations import AnnotationSet, read_asap_xml
 from cervixwsi.heatmap import Heatmap, HeatmapGenerator, add_hard_negatives
@@ -350,71 +351,6 @@ def score(
     )
 
 
-#: What the generator drew at a heatmap pixel, checked in this order (the first that holds).
-SITES = (
-    "pen",
-    "dust",
-    "fold",
-    "blur",
-    "mimic",
-    "basal island",
-    "crush/cautery",
-    "lymphocytes",
-    "epithelium",
-    "stroma",
-    "glass",
-)
-
-
-def false_positive_sites(
-    rows: list[CohortRow], maps: dict[str, Heatmap], threshold: float = 0.9
-) -> dict[str, int]:
-    """Heatmap pixels >= ``threshold`` outside the tumor, by what the generator drew there.
-
-    The synthetic ground truth (``make_layout`` of the spec written in each slide's TIFF
-    description) at each pixel's centre: an artifact, a mimic island, a lymphocyte
-    cluster, an island of tangentially cut basal epithelium, a crushed or cauterised
-    edge, epithelium, stroma, or no tissue.  Pixels over tumor are left out.
-    """
-    import ast
-
-    import tifffile
-
-    from cervixwsi.synthetic import SyntheticSlideSpec, make_layout
-    from cervixwsi.synthetic._layout import F
-
-    counts = dict.fromkeys(SITES, 0)
-    for row in rows:
-        heat = maps[row.slide_id]
-        ys, xs = np.nonzero(np.nan_to_num(np.asarray(heat.array, np.float64)) >= threshold)
-        if not ys.size:
-            continue
-        with tifffile.TiffFile(row.path) as tif:
-            text = str(tif.pages[0].description)
-        spec = SyntheticSlideSpec(**ast.literal_eval(text[text.index("{") :]))
-        layout = make_layout(spec)
-        d = layout.tissue_mask.downsample
-        rows_, cols_ = layout.fields.shape[:2]
-        u = np.minimum(((xs + 0.5) * heat.downsample / d).astype(int), cols_ - 1)
-        v = np.minimum(((ys + 0.5) * heat.downsample / d).astype(int), rows_ - 1)
-        f = layout.fields[v, u]
-        artifacts = {k: m.array[v, u] for k, m in layout.artifact_masks().items()}
-        left = f[:, F.TUMOR] <= 0.5
-        tests = [artifacts.get(name, np.zeros_like(left)) for name in SITES[:4]] + [
-            f[:, F.MIMIC] > 0.5,
-            f[:, F.BASALOID] > 0.5,
-            np.abs(f[:, F.CRUSH]) > 0.5,
-            f[:, F.LYMPH] > 0.3,
-            (f[:, F.SDF] > 0) & (f[:, F.DEPTH] < 1.05),
-            f[:, F.SDF] > 0,
-            np.ones_like(left),
-        ]
-        for name, hit in zip(SITES, tests, strict=True):
-            counts[name] += int((left & hit).sum())
-            left &= ~hit
-    return counts
-
-
 def components(heat: Heatmap) -> Any:
     return detect_lesions(heat)
 
@@ -533,6 +469,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for config in ("base", f"all-{amounts}")
         for cohort in ("shifted", "clean")
     }
+    kept = artifacts_kept(tests["shifted"], art)
+    b.say(f"artifacts left in the artifact mask of the shifted test slides: {kept}")
     parts: dict[str, dict[str, Any]] = {}
     for part in SHIFT_PARTS if args.parts else ():
         rows = b.part_cohort(part)
@@ -552,6 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         b.say(f"shift part done: {part}")
     extras = {
         "parts": parts,
+        "artifacts_kept": kept,
         "training_hematoxylin_maxima": maxima,
         "macenko_amounts_all": amounts,
         "false_positive_sites": sites,
