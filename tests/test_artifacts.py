@@ -442,3 +442,30 @@ def test_heatmap_overlay_outlines_each_removed_cause_in_its_colour() -> None:
         box = drawn[r0 - 4 : r1 + 4, r0 - 4 : r1 + 4].reshape(-1, 3)
         assert (box == ARTIFACT_COLOURS[cause]).all(axis=1).sum() > 100, cause
     assert not (drawn.reshape(-1, 3) == ARTIFACT_COLOURS["blur"]).all(axis=1).any()
+
+
+def test_ink_of_the_tissues_own_colour_is_found_by_its_density() -> None:
+    # A stain shift can bring the tissue's colours to the ink's: here a stroke of one of
+    # the tissue's hues (purple) across the pink part, five times as dense (ink), and a
+    # fold, 1.9 times as dense.  The colour rules cannot see the stroke, nor is it a
+    # fold (its hue is not that of the tissue around it); its density shows it, and the
+    # fold stays a fold.
+    pink, purple = np.array([0.15, 0.55, 0.25]), np.array([0.40, 0.55, 0.25])
+    t = np.linspace(0, 1, 320)[None, :, None]
+    od = np.broadcast_to((1 - t) * pink + t * purple, (240, 320, 3)).copy()
+    thickness = np.zeros((240, 320), np.float32)
+    cv2.rectangle(thickness, (20, 20), (300, 220), 1.0, -1)
+    cv2.line(thickness, (40, 180), (280, 170), 1.9, 14)  # the fold
+    ink = np.zeros((240, 320), np.uint8)
+    cv2.line(ink, (30, 60), (150, 66), 1, 14)
+    thickness[ink > 0] = 5.0
+    od[ink > 0] = 0.2 * pink + 0.8 * purple
+    glass = np.asarray(GLASS, float)
+    rgb = (glass + 1) * np.exp(-thickness[..., None] * od) - 1
+    rgb += np.random.default_rng(1).integers(-3, 4, rgb.shape)
+    art = ArtifactMasker(causes=("pen", "fold")).detect(
+        ArraySlide(np.clip(rgb, 0, 255).astype(np.uint8), mpp=8.0)
+    )
+    assert art.cause("pen")[60:66, 40:140].mean() > 0.9
+    assert art.cause("fold")[172:178, 60:260].mean() > 0.9
+    assert not art.cause("pen")[172:178, 60:260].any()
