@@ -54,16 +54,16 @@ def markdown(result: dict[str, Any], command: str) -> str:
     sites = result.get("false_positive_sites") or {}
     where = ""
     if sites:
-        SITES = list(next(iter(sites.values())))
+        columns = list(next(iter(sites.values())))  # what the generator drew, in order
         where = (
             "\n\nHeatmap pixels (64 µm patches) with p >= 0.9 outside the tumor, by what the "
             "generator drew at their centre (all test slides of the cohort):\n\n"
-            "| model, cohort | " + " | ".join(SITES) + " |\n"
+            "| model, cohort | " + " | ".join(columns) + " |\n"
             "|---|"
-            + "---|" * len(SITES)
+            + "---|" * len(columns)
             + "\n"
             + "\n".join(
-                f"| {name} | " + " | ".join(str(c[k]) for k in SITES) + " |"
+                f"| {name} | " + " | ".join(str(c[k]) for k in columns) + " |"
                 for name, c in sites.items()
             )
         )

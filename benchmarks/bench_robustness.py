@@ -70,10 +70,11 @@ PATCH = 64
 INPUT = 56
 SHIFT = {"stain_variation": 0.35, "artifacts": ("blur", "dust", "fold", "pen"), "quality": 70}
 #: ``--parts``: test cohorts with one part of the shift each (same seeds as the others).
-SHIFT_PARTS = {
-    "stain only": {"stain_variation": SHIFT["stain_variation"]},
-    "artifacts only": {"artifacts": SHIFT["artifacts"]},
-    "JPEG only": {"quality": SHIFT["quality"]},
+#: Each: (its folder and heatmap tag, the spec options of its slides).
+SHIFT_PARTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "stain only": ("stain", {"stain_variation": SHIFT["stain_variation"]}),
+    "artifacts only": ("artifacts", {"artifacts": SHIFT["artifacts"]}),
+    "JPEG only": ("jpeg", {"quality": SHIFT["quality"]}),
 }
 
 
@@ -157,12 +158,6 @@ class Bench:
 
     def cohorts(self) -> dict[str, Cohort]:
         s = self.size
-        common = {
-            "size": (s.side, s.side),
-            "workers": 2,
-            "progress": False,
-            "difficulty": self.difficulty,
-        }
         out = {
             "train": make_cohort(
                 self.work / "cohort-train",
@@ -171,26 +166,13 @@ class Bench:
                 seed=101,
                 split=(0.75, 0.25, 0.0),
                 spec_options={"mpp": MPP},
-                **common,  # type: ignore[arg-type]
+                size=(s.side, s.side),
+                workers=2,
+                progress=False,
+                difficulty=self.difficulty,
             ),
-            "clean": make_cohort(
-                self.work / "cohort-clean",
-                s.test,
-                s.test,
-                seed=303,
-                split=(0.0, 0.0, 1.0),
-                spec_options={"mpp": MPP},
-                **common,  # type: ignore[arg-type]
-            ),
-            "shifted": make_cohort(
-                self.work / "cohort-shifted",
-                s.test,
-                s.test,
-                seed=303,
-                split=(0.0, 0.0, 1.0),
-                spec_options={"mpp": MPP, **SHIFT},
-                **common,  # type: ignore[arg-type]
-            ),
+            "clean": self.test_cohort("cohort-clean", {}),
+            "shifted": self.test_cohort("cohort-shifted", SHIFT),
         }
         self.say(
             "cohorts: train "
@@ -201,23 +183,21 @@ class Bench:
         )
         return out
 
-    def part_cohort(self, part: str) -> list[CohortRow]:
-        """The test cohort with one part of the shift (``SHIFT_PARTS[part]``)."""
+    def test_cohort(self, folder: str, options: dict[str, Any]) -> Cohort:
+        """A test cohort of the unseen seed 303, its slides drawn with ``options``."""
         s = self.size
-        folder = "cohort-only-" + part.split()[0].lower()
-        cohort = make_cohort(
+        return make_cohort(
             self.work / folder,
             s.test,
             s.test,
             seed=303,
             split=(0.0, 0.0, 1.0),
-            spec_options={"mpp": MPP, **SHIFT_PARTS[part]},
+            spec_options={"mpp": MPP, **options},
             size=(s.side, s.side),
             workers=2,
             progress=False,
             difficulty=self.difficulty,
         )
-        return list(cohort.rows)
 
     def store(self, rows: list[CohortRow], name: str) -> PatchStore:
         s = self.size.scale
@@ -472,9 +452,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kept = artifacts_kept(tests["shifted"], art)
     b.say(f"artifacts left in the artifact mask of the shifted test slides: {kept}")
     parts: dict[str, dict[str, Any]] = {}
-    for part in SHIFT_PARTS if args.parts else ():
-        rows = b.part_cohort(part)
-        tag = part.split()[0].lower()
+    for part, (tag, options) in SHIFT_PARTS.items() if args.parts else ():
+        rows = list(b.test_cohort(f"cohort-only-{tag}", options).rows)
         parts[part] = {
             "baseline": dataclasses.asdict(
                 score(rows, b.heatmaps(f"base-only-{tag}", rows, base, plain), components)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,26 +88,35 @@ def test_clean_tissue_is_kept(tmp_path: Path, seed: int, stain: float) -> None:
     assert _retained(made)["lost"] < 0.02
 
 
-def test_a_fold_has_the_hue_of_the_tissue_around_it() -> None:
-    # Tissue (8 µm/px) whose hue runs from pink (left) to purple (right), as stroma
-    # runs into epithelium.  A band of it doubled is a fold; a disc of purple tissue as
-    # dense, in the pinker part, is dense tissue of another kind (a carcinoma
-    # nest; the pinker necrosis inside a nest likewise), not a fold.
-    pink, purple = np.array([0.15, 0.55, 0.25]), np.array([0.40, 0.55, 0.25])
+PINK_OD, PURPLE_OD = np.array([0.15, 0.55, 0.25]), np.array([0.40, 0.55, 0.25])
+
+
+def _hue_run_with_fold(
+    piece: Callable[[np.ndarray], object], thickness: float, seed: int
+) -> ArraySlide:
+    """Tissue (8 µm/px) whose hue runs from pink (left) to purple (right), as stroma runs
+    into epithelium, with a fold (a band of it 1.9 times as thick, rows 170-180) and a
+    piece drawn by ``piece`` on a uint8 canvas: purple tissue ``thickness`` times as thick.
+    """
     t = np.linspace(0, 1, 320)[None, :, None]
-    od = np.broadcast_to((1 - t) * pink + t * purple, (240, 320, 3)).copy()
-    thickness = np.zeros((240, 320), np.float32)
-    cv2.rectangle(thickness, (20, 20), (300, 220), 1.0, -1)
-    cv2.line(thickness, (40, 180), (280, 170), 1.9, 14)  # the fold
-    nest = np.zeros((240, 320), np.uint8)
-    cv2.circle(nest, (100, 90), 26, 1, -1)
-    thickness[nest > 0] = 1.9
-    od[nest > 0] = 0.2 * pink + 0.8 * purple  # a hue of the tissue's own range
-    glass = np.asarray(GLASS, float)
-    rgb = (glass + 1) * np.exp(-thickness[..., None] * od) - 1
-    rgb += np.random.default_rng(0).integers(-3, 4, rgb.shape)
-    image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-    slide = ArraySlide(image, mpp=8.0)
+    od = np.broadcast_to((1 - t) * PINK_OD + t * PURPLE_OD, (240, 320, 3)).copy()
+    layers = np.zeros((240, 320), np.float32)
+    cv2.rectangle(layers, (20, 20), (300, 220), 1.0, -1)
+    cv2.line(layers, (40, 180), (280, 170), 1.9, 14)  # the fold
+    drawn = np.zeros((240, 320), np.uint8)
+    piece(drawn)
+    layers[drawn > 0] = thickness
+    od[drawn > 0] = 0.2 * PINK_OD + 0.8 * PURPLE_OD  # a hue of the tissue's own range
+    rgb = (np.asarray(GLASS, float) + 1) * np.exp(-layers[..., None] * od) - 1
+    rgb += np.random.default_rng(seed).integers(-3, 4, rgb.shape)
+    return ArraySlide(np.clip(np.round(rgb), 0, 255).astype(np.uint8), mpp=8.0)
+
+
+def test_a_fold_has_the_hue_of_the_tissue_around_it() -> None:
+    # A disc of purple tissue as dense as the fold, in the pinker part, is dense tissue
+    # of another kind (a carcinoma nest; the pinker necrosis inside a nest likewise),
+    # not a fold.
+    slide = _hue_run_with_fold(lambda c: cv2.circle(c, (100, 90), 26, 1, -1), 1.9, seed=0)
     fold = ArtifactMasker(causes=("fold",)).detect(slide).cause("fold")
     assert fold[172:178, 60:260].mean() > 0.9
     assert not fold[80:100, 90:110].any()
@@ -446,26 +456,11 @@ def test_heatmap_overlay_outlines_each_removed_cause_in_its_colour() -> None:
 
 def test_ink_of_the_tissues_own_colour_is_found_by_its_density() -> None:
     # A stain shift can bring the tissue's colours to the ink's: here a stroke of one of
-    # the tissue's hues (purple) across the pink part, five times as dense (ink), and a
-    # fold, 1.9 times as dense.  The colour rules cannot see the stroke, nor is it a
-    # fold (its hue is not that of the tissue around it); its density shows it, and the
-    # fold stays a fold.
-    pink, purple = np.array([0.15, 0.55, 0.25]), np.array([0.40, 0.55, 0.25])
-    t = np.linspace(0, 1, 320)[None, :, None]
-    od = np.broadcast_to((1 - t) * pink + t * purple, (240, 320, 3)).copy()
-    thickness = np.zeros((240, 320), np.float32)
-    cv2.rectangle(thickness, (20, 20), (300, 220), 1.0, -1)
-    cv2.line(thickness, (40, 180), (280, 170), 1.9, 14)  # the fold
-    ink = np.zeros((240, 320), np.uint8)
-    cv2.line(ink, (30, 60), (150, 66), 1, 14)
-    thickness[ink > 0] = 5.0
-    od[ink > 0] = 0.2 * pink + 0.8 * purple
-    glass = np.asarray(GLASS, float)
-    rgb = (glass + 1) * np.exp(-thickness[..., None] * od) - 1
-    rgb += np.random.default_rng(1).integers(-3, 4, rgb.shape)
-    art = ArtifactMasker(causes=("pen", "fold")).detect(
-        ArraySlide(np.clip(rgb, 0, 255).astype(np.uint8), mpp=8.0)
-    )
+    # the tissue's hues (purple) across the pink part, five times as dense (ink).  The
+    # colour rules cannot see the stroke, nor is it a fold (its hue is not that of the
+    # tissue around it); its density shows it, and the fold stays a fold.
+    slide = _hue_run_with_fold(lambda c: cv2.line(c, (30, 60), (150, 66), 1, 14), 5.0, seed=1)
+    art = ArtifactMasker(causes=("pen", "fold")).detect(slide)
     assert art.cause("pen")[60:66, 40:140].mean() > 0.9
     assert art.cause("fold")[172:178, 60:260].mean() > 0.9
     assert not art.cause("pen")[172:178, 60:260].any()
