@@ -75,9 +75,9 @@ def test_each_cause_is_found_on_synthetic_slides(tmp_path: Path, seed: int, stai
     # densest nuclei (benchmarks/bench_artifacts.py measures it); this bound guards
     # the measured level (3-60 % on these slides).
     assert got["dust"] < 0.65
-    # the band around pen and folds, and the partly blurred rim around blur (5-16 % on
+    # the band around pen and folds, and the partly blurred rim around blur (6-18 % on
     # these slides, where the artifacts cover much of the tissue)
-    assert got["lost"] < 0.18
+    assert got["lost"] < 0.19
 
 
 @pytest.mark.slow
@@ -384,6 +384,7 @@ def test_mask_with_artifacts_saves_loads_and_pickles(tmp_path: Path) -> None:
         ({"fold_hue_deg": -5.0}, "fold_hue_deg"),
         ({"pen_angle_deg": 0}, "pen_angle_deg"),
         ({"pen_dark_factor": 0.5}, "pen_dark_factor"),
+        ({"pen_split": 1.0}, "pen_split"),
         ({"blur_ratio": 1.5}, "blur_ratio"),
         ({"blur_grow_ratio": 0}, "blur_grow_ratio"),
         ({"blur_margin_um": -1}, "blur_margin_um"),
@@ -464,3 +465,17 @@ def test_ink_of_the_tissues_own_colour_is_found_by_its_density() -> None:
     assert art.cause("pen")[60:66, 40:140].mean() > 0.9
     assert art.cause("fold")[172:178, 60:260].mean() > 0.9
     assert not art.cause("pen")[172:178, 60:260].any()
+
+
+def test_ink_over_half_the_tissue_is_not_taken_for_the_tissue() -> None:
+    # A broad stroke of one of the tissue's hues, 3.2 times as dense, over about half of
+    # the tissue: the plain median OD is the ink's, and ink only three times as dense as
+    # "the tissue" then goes unseen.  The typical OD leaves the dense pieces out first.
+    slide = _hue_run_with_fold(lambda c: cv2.rectangle(c, (20, 20), (300, 125), 1, -1), 3.2, 2)
+    art = ArtifactMasker(causes=("pen", "fold")).detect(slide)
+    assert art.cause("pen")[30:115, 40:280].mean() > 0.95
+    assert art.cause("pen")[140:165, 40:280].mean() < 0.05  # the tissue below is kept
+    assert not art.cause("pen")[172:178, 60:260].any()  # the fold is not ink
+    # with the plain median (no piece is ever left out), most of the ink stays
+    plain = ArtifactMasker(causes=("pen", "fold"), pen_split=1e6).detect(slide)
+    assert plain.cause("pen")[30:115, 40:280].mean() < 0.5
