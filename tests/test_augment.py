@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 tf = pytest.importorskip("tensorflow")
 
+from skimage.color import rgb2yiq, yiq2rgb  # noqa: E402
+
 from cervixwsi.errors import ParameterError  # noqa: E402
 from cervixwsi.models import Augmentation, augment_patch  # noqa: E402
 
@@ -60,16 +62,16 @@ def test_saturation_scales_saturation_within_its_range() -> None:
 
 
 def test_hue_shifts_are_bounded_by_hue() -> None:
+    # the hue is the angle of the chroma (i, q) of YIQ, turned HSV's way round
     image = he_patch(2)
-    hsv = tf.image.rgb_to_hsv(image.astype(np.float32) / 255).numpy()
+    yiq = rgb2yiq(image / 255.0)
     shifts = []
     for s in range(30):
-        out = run(image, (5, s), hue=0.05)
-        out_hsv = tf.image.rgb_to_hsv(out.astype(np.float32) / 255).numpy()
-        keep = hsv[..., 1] > 0.2
-        d = (out_hsv[..., 0] - hsv[..., 0] + 0.5) % 1.0 - 0.5  # signed, in turns
-        shifts.append(float(np.median(d[keep])))
-    assert max(abs(v) for v in shifts) <= 0.05 + 0.01
+        out = rgb2yiq(run(image, (5, s), hue=0.05) / 255.0)
+        keep = np.hypot(yiq[..., 1], yiq[..., 2]) > 0.1
+        turn = np.angle((out[..., 1] + 1j * out[..., 2]) / (yiq[..., 1] + 1j * yiq[..., 2]))
+        shifts.append(float(np.median(-turn[keep] / (2 * np.pi))))
+    assert max(abs(v) for v in shifts) <= 0.05 + 0.005
     assert max(shifts) > 0.02 and min(shifts) < -0.02  # both ways
 
 
@@ -214,14 +216,19 @@ def _reference_colour(image: Any, seed: Any, aug: Augmentation) -> npt.NDArray[n
         c = aug.contrast
         rgb = tf.image.stateless_random_contrast(rgb, 1.0 - c, 1.0 + c, seed=seeds[6][::-1])
     if aug.saturation > 0.0 or aug.hue > 0.0:
+        # scikit-image's YIQ: the chroma (i, q) scaled and turned, the luma kept
         extra = tf.random.experimental.stateless_split(seeds[6], num=2)
-        rgb = tf.clip_by_value(rgb, 0.0, 1.0)
+        factor, turns = 1.0, 0.0
         if aug.saturation > 0.0:
             s = aug.saturation
-            rgb = tf.image.stateless_random_saturation(rgb, 1.0 - s, 1.0 + s, seed=extra[0])
+            factor = float(tf.random.stateless_uniform([], extra[0], 1.0 - s, 1.0 + s))
         if aug.hue > 0.0:
-            rgb = tf.image.stateless_random_hue(rgb, aug.hue, seed=extra[1])
-    return np.asarray(rgb)
+            turns = float(tf.random.stateless_uniform([], extra[1], -aug.hue, aug.hue))
+        yiq = rgb2yiq(np.clip(np.asarray(rgb, np.float64), 0.0, 1.0))
+        chroma = factor * (yiq[..., 1] + 1j * yiq[..., 2]) * np.exp(-2j * np.pi * turns)
+        yiq[..., 1], yiq[..., 2] = chroma.real, chroma.imag
+        rgb = yiq2rgb(yiq)
+    return np.asarray(rgb, np.float32)
 
 
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -364,3 +371,24 @@ def test_a_users_dataset_is_augmented_by_batch_as_patch_by_patch() -> None:
     for (xa, ya), (xb, yb) in zip(out[0], out[1], strict=True):
         np.testing.assert_array_equal(ya, yb)
         assert ya.dtype == np.int32 and np.abs(xa - xb).max() <= 1
+
+
+def test_hue_turns_the_way_hsv_does_and_keeps_the_luma() -> None:
+    # A third of a turn takes red towards green in HSV; the YIQ turn goes the same way
+    # round (not exactly to green: YIQ's chroma plane is not HSV's hexagon), and
+    # saturation 0 and hue 0 leave the patch as it was.
+    from cervixwsi.models._augment import _jitter
+
+    red = np.zeros((1, 4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    params = np.zeros((1, 11), np.float32)
+    params[0, 1:4] = 1.0  # HED alpha (off), contrast 1, saturation 1
+    params[0, 8:10] = 1.0
+    aug = Augmentation(hue=0.5)
+    same = np.asarray(_jitter(red, params, aug))[0, 0, 0]
+    np.testing.assert_allclose(same, [200 / 255, 0, 0], atol=1e-5)
+    params[0, 10] = 1 / 6
+    turned = np.asarray(_jitter(red, params, aug))[0, 0, 0]
+    assert turned[1] > turned[2]  # towards green, not blue
+    luma = np.array([0.299, 0.587, 0.114])
+    assert abs(luma @ turned - luma @ same) < 1e-5  # before the final clip to uint8
