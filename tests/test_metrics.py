@@ -1226,3 +1226,68 @@ def test_brute_force_reference_helpers_agree_with_itertools() -> None:
     aucs, _ = brute_force_delong(pos, neg)
     pairs = list(itertools.product(pos[0], neg[0]))
     assert aucs[0] == sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs) / 6
+
+
+def test_unreadable_lesions_are_ignored_as_itcs_are() -> None:
+    # Three lesions of 390 µm (level 5): A wholly under an out-of-focus band, B 40 %
+    # under it, C clear.  Ignoring A must equal evaluating without A and its detection.
+    mask = np.zeros((200, 300), bool)
+    mask[20:70, 20:70] = True  # A
+    mask[20:70, 120:170] = True  # B
+    mask[120:170, 120:170] = True  # C
+    hidden = np.zeros_like(mask)
+    hidden[5:85, 5:85] = True  # A and its evaluation rim
+    hidden[5:85, 110:134] = True  # 40 % of B's evaluation region
+    dims = (300 * 32, 200 * 32)
+    dets = {
+        "t": np.array(
+            [
+                [0.9, 45 * 32, 45 * 32],
+                [0.5, 145 * 32, 45 * 32],
+                [0.7, 145 * 32, 145 * 32],
+                [0.8, 280 * 32, 180 * 32],
+            ]
+        ),
+        "n": np.array([[0.6, 100, 100]]),
+    }
+    # strict: the official protocol adds a threshold for each ITC's empty slot
+    got = FROCEvaluator(protocol="strict", progress=False).evaluate(
+        {"t": Raster(mask, 32, dims, mpp=MPP), "n": None},
+        dets,
+        unreadable={"t": Raster(hidden, 32, dims, mpp=MPP), "n": None},
+    )
+    without_a = mask.copy()
+    without_a[20:70, 20:70] = False
+    expected = froc(
+        {"t": without_a, "n": None},
+        {"t": dets["t"][1:], "n": dets["n"]},
+        mpp=MPP,
+        protocol="strict",
+    )
+    assert got.n_lesions == expected.n_lesions == 2
+    np.testing.assert_array_equal(got.fps_per_image, expected.fps_per_image)
+    np.testing.assert_array_equal(got.sensitivity, expected.sensitivity)
+    assert got.score == expected.score
+    t = got.slide("t")
+    assert not t.is_true_positive[0] and not t.is_false_positive[0] and t.in_itc[0]
+    # without the unreadable regions, A counts (and its detection is its hit)
+    plain = FROCEvaluator(progress=False).evaluate(
+        {"t": Raster(mask, 32, dims, mpp=MPP), "n": None}, dets
+    )
+    assert plain.n_lesions == 3 and plain.slide("t").is_true_positive[0]
+
+
+def test_unreadable_regions_must_match_their_slide() -> None:
+    mask = np.zeros((20, 20), bool)
+    mask[5:10, 5:10] = True
+    gt = {"t": Raster(mask, 32, (640, 640), mpp=MPP)}
+    dets = {"t": np.zeros((0, 3))}
+    evaluator = FROCEvaluator(progress=False)
+    with pytest.raises(MetricsError, match="without ground truth"):
+        evaluator.evaluate(gt, dets, unreadable={"x": Raster(mask, 32, (640, 640))})
+    with pytest.raises(MetricsError, match="bool Raster"):
+        evaluator.evaluate(
+            gt, dets, unreadable={"t": Raster(mask.astype(np.uint8), 32, (640, 640))}
+        )
+    with pytest.raises(MetricsError, match="over a slide of"):
+        evaluator.evaluate(gt, dets, unreadable={"t": Raster(mask, 16, (320, 320))})

@@ -196,6 +196,7 @@ class FROCEvaluator:
         *,
         mpp: float | None = None,
         slide_dimensions: Mapping[str, tuple[int, int]] | None = None,
+        unreadable: Mapping[str, Raster | None] | None = None,
     ) -> FROCResult:
         """Evaluate detections of many slides.
 
@@ -217,6 +218,15 @@ class FROCEvaluator:
         slide_dimensions : mapping of str to (int, int), optional
             Level-0 ``(width, height)`` of the slides given as a
             :class:`MaskSource` (e.g. ``Slide.dimensions``).
+        unreadable : mapping of str to Raster or None, optional
+            Per slide id (any subset), a bool Raster of regions where no
+            detector can see the tissue: out of focus, under a fold or ink (for
+            example the :class:`~cervixwsi.tissue.ArtifactMask` of the slide,
+            ``art.any``, or an artifact's ground truth).  A lesion with at
+            least half of its evaluation region there is ignored as an ITC is
+            (among :attr:`SlideFROC.itc_labels`; detections in it are neither
+            true nor false positives), so the score measures detection on what
+            can be read.  Default: every lesion counts (the protocol).
 
         Returns
         -------
@@ -227,7 +237,9 @@ class FROCEvaluator:
         MetricsError
             See :func:`froc`; also a Raster without mpp when ``mpp`` is not
             given, a non-bool Raster, a :class:`MaskSource` without
-            ``slide_dimensions`` and ``mpp``, or a detection outside its slide.
+            ``slide_dimensions`` and ``mpp``, a detection outside its slide, or
+            an ``unreadable`` entry for a slide not in ``ground_truth``, not a
+            bool Raster, or over a slide of another size.
         ParameterError
             A bad ``level``, ``protocol`` or ``mpp``.
         """
@@ -238,6 +250,10 @@ class FROCEvaluator:
         if mpp is not None:
             mpp = check_real(mpp, "FROCEvaluator.evaluate mpp", min=0, min_open=True)
         _check_keys(ground_truth, detections)
+        unreadable = dict(unreadable or {})
+        extra = sorted(set(unreadable) - set(ground_truth))
+        if extra:
+            raise MetricsError(f"unreadable regions for slides without ground truth: {extra[:5]}")
         slides: list[_SlideInput] = []
         for sid, gt in tqdm(
             ground_truth.items(), total=len(ground_truth), desc="FROC", disable=not self.progress
@@ -262,5 +278,31 @@ class FROCEvaluator:
                 )
             m = self._mpp(gt, mpp, sid)
             labels, itcs = _regions(_level_mask(gt, level, sid), m, level, self.itc, sid)
+            hidden = unreadable.get(sid)
+            if hidden is not None:
+                itcs = np.union1d(itcs, _hidden_labels(labels, hidden, gt, level, sid))
             slides.append((sid, labels, itcs, dets))
         return _froc(slides, level=level, protocol=protocol)
+
+
+def _hidden_labels(
+    labels: npt.NDArray[np.int32], hidden: Raster, gt: Raster, level: int, slide_id: str
+) -> npt.NDArray[np.int64]:
+    """The labels with at least half of their evaluation pixels in ``hidden``."""
+    if not isinstance(hidden, Raster) or hidden.dtype != np.bool_:
+        raise MetricsError(
+            f"the unreadable regions of slide {slide_id!r} must be a bool Raster, got "
+            f"{getattr(hidden, 'dtype', type(hidden).__name__)}"
+        )
+    if tuple(hidden.slide_dimensions) != tuple(gt.slide_dimensions):
+        raise MetricsError(
+            f"the unreadable regions of slide {slide_id!r} are over a slide of "
+            f"{hidden.slide_dimensions}, its ground truth over {gt.slide_dimensions}"
+        )
+    inside = _level_mask(hidden, level, slide_id)
+    n = int(labels.max(initial=0)) + 1
+    total = np.bincount(labels.ravel(), minlength=n)
+    covered = np.bincount(labels[inside].ravel(), minlength=n)
+    half = (2 * covered >= total) & (total > 0)
+    half[0] = False
+    return np.flatnonzero(half).astype(np.int64)

@@ -60,7 +60,8 @@ class SlideFROC:
         Index (into ``detections``) of each lesion's counting detection, -1
         when missed.
     itc_labels : numpy.ndarray, int64
-        The labels of ITC regions (excluded from sensitivity).
+        The labels of ITC regions (excluded from sensitivity), and of lesions
+        ignored as unreadable (``FROCEvaluator.evaluate(unreadable=...)``).
     n_labels : int
         Number of connected regions of the evaluation mask (lesions + ITCs).
     """
