@@ -75,6 +75,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
             + ", ".join(f"{k} {100 * a / max(t, 1):.1f} % of {t} px" for k, (a, t) in kept.items())
             + "."
         )
+    every = next((r for r in rows if r["row"] == "all together"), None)
+    if every is not None and "froc_readable" in every["shifted"]:
+        sh, cl = every["shifted"], every["clean"]
+        counts += (
+            f"  All together on the lesions at most half under drawn blur, folds or ink "
+            f"(the others no detector sees; not the issue's measure): FROC shifted "
+            f"{sh['froc_readable']:.3f} ({sh['n_readable']} of {sh['n_lesions']} lesions), "
+            f"unshifted {cl['froc_readable']:.3f} ({cl['n_readable']} of {cl['n_lesions']})."
+        )
     body = head + "\n".join(lines) + "\n\n" + counts + where + parts_table(result)
     return f"Command: `{command}`\n\n" + body + "\n"
 
@@ -94,7 +103,10 @@ def parts_table(result: dict[str, Any]) -> str:
     ]
 
     def cell(s: dict[str, Any]) -> str:
-        return f"{s['auc']:.3f} / {s['froc']:.3f} / {s['fp90']:.2f}"
+        text = f"{s['auc']:.3f} / {s['froc']:.3f} / {s['fp90']:.2f}"
+        if s.get("n_readable", s["n_lesions"]) < s["n_lesions"]:
+            text += f" ({s['froc_readable']:.3f} on {s['n_readable']} readable lesions)"
+        return text
 
     lines.append(f"| unshifted | {cell(base['clean'])} | {cell(every['clean'])} |")
     for name, got in parts.items():
@@ -127,6 +139,12 @@ def goals(result: dict[str, Any]) -> list[str]:
         f"goal shift costs <= 0.05 FROC and <= 0.02 AUC (all together, unshifted - shifted): "
         f"{df:+.3f} FROC, {da:+.3f} AUC ({'met' if df <= 0.05 and da <= 0.02 else 'NOT met'})"
     )
+    if "froc_readable" in s:
+        out.append(
+            f"  on the lesions not hidden by drawn blur, folds or ink ({s['n_readable']} of "
+            f"{s['n_lesions']} shifted): {c['froc_readable'] - s['froc_readable']:+.3f} FROC "
+            "(not the issue's measure)"
+        )
     return out
 
 

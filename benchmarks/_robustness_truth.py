@@ -7,6 +7,7 @@ import ast
 import numpy as np
 import tifffile
 
+from cervixwsi.geometry import Raster
 from cervixwsi.heatmap import Heatmap
 from cervixwsi.slide import Slide
 from cervixwsi.synthetic import CohortRow, SlideLayout, SyntheticSlideSpec, make_layout
@@ -98,3 +99,26 @@ def false_positive_sites(
             counts[name] += int((left & hit).sum())
             left &= ~hit
     return counts
+
+
+#: Drawn artifacts that hide the tissue under them from any detector.
+HIDING = ("blur", "fold", "pen")
+
+
+def hidden_tissue(rows: list[CohortRow]) -> dict[str, Raster | None]:
+    """Per tumor slide, where the generator drew blur, a fold or ink (``None``: nothing).
+
+    For ``FROCEvaluator.evaluate(unreadable=...)``: a lesion at least half under them
+    cannot be seen by any detector (the artifact masker removes that tissue), so the
+    FROC over the others separates what the shift hides from what it confuses.
+    """
+    out: dict[str, Raster | None] = {}
+    for row in rows:
+        masks = layout_of(row).artifact_masks() if row.label == "tumor" else {}
+        hiding = [masks[name] for name in HIDING if name in masks]
+        if not hiding:
+            out[row.slide_id] = None
+            continue
+        union = np.logical_or.reduce([m.array for m in hiding])
+        out[row.slide_id] = hiding[0].with_array(union)
+    return out

@@ -221,8 +221,9 @@ class FROCEvaluator:
         unreadable : mapping of str to Raster or None, optional
             Per slide id (any subset), a bool Raster of regions where no
             detector can see the tissue: out of focus, under a fold or ink (for
-            example the :class:`~cervixwsi.tissue.ArtifactMask` of the slide,
-            ``art.any``, or an artifact's ground truth).  A lesion with at
+            example ``art.with_array(art.any)`` for a slide's
+            :class:`~cervixwsi.tissue.ArtifactMask` ``art``, or an artifact's
+            ground truth).  A lesion with at
             least half of its evaluation region there is ignored as an ITC is
             (among :attr:`SlideFROC.itc_labels`; detections in it are neither
             true nor false positives), so the score measures detection on what
