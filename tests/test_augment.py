@@ -48,16 +48,18 @@ def test_grey_pixels_stay_grey(kwargs: dict[str, float]) -> None:
         assert np.abs(out - grey).max() <= 1
 
 
-def test_saturation_scales_saturation_within_its_range() -> None:
+def test_saturation_scales_the_chroma_within_its_range() -> None:
+    # saturation scales the chroma (i, q) of YIQ and keeps its angle (the hue)
     image = he_patch(1)
-    hsv = tf.image.rgb_to_hsv(image.astype(np.float32) / 255).numpy()
+    yiq = rgb2yiq(image / 255.0)
+    chroma = yiq[..., 1] + 1j * yiq[..., 2]
+    keep = np.abs(chroma) > 0.1
     ratios = []
     for s in range(30):
-        out = run(image, (4, s), saturation=0.3)
-        out_hsv = tf.image.rgb_to_hsv(out.astype(np.float32) / 255).numpy()
-        keep = hsv[..., 1] > 0.2
-        ratios.append(float(np.median(out_hsv[..., 1][keep] / hsv[..., 1][keep])))
-        np.testing.assert_allclose(out_hsv[..., 0], hsv[..., 0], atol=0.02)  # hue kept
+        out = rgb2yiq(run(image, (4, s), saturation=0.3) / 255.0)
+        turned = (out[..., 1] + 1j * out[..., 2])[keep] / chroma[keep]
+        ratios.append(float(np.median(np.abs(turned))))
+        assert np.median(np.abs(np.angle(turned))) < 0.02  # hue kept
     assert 0.69 <= min(ratios) < 0.85 and 1.15 < max(ratios) <= 1.31
 
 
@@ -196,9 +198,9 @@ def test_stain_augmentation_runs_in_the_training_pipeline() -> None:
 
 
 def _reference_colour(image: Any, seed: Any, aug: Augmentation) -> npt.NDArray[np.float32]:
-    """The colour jitters patch by patch with TensorFlow's per-image ops (before rounding).
-
-    The implementation the vectorised one replaced: same seeds, same order.
+    """The colour jitters patch by patch, before rounding: TensorFlow's per-image ops for
+    HED, brightness and contrast (the implementation the vectorised one replaced),
+    scikit-image's YIQ for saturation and hue; the same seeds, in the same order.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=7)
     rgb = tf.cast(image, tf.float32) / 255.0
@@ -375,19 +377,19 @@ def test_a_users_dataset_is_augmented_by_batch_as_patch_by_patch() -> None:
 
 def test_hue_turns_the_way_hsv_does_and_keeps_the_luma() -> None:
     # A third of a turn takes red towards green in HSV; the YIQ turn goes the same way
-    # round (not exactly to green: YIQ's chroma plane is not HSV's hexagon), and
-    # saturation 0 and hue 0 leave the patch as it was.
-    from cervixwsi.models._augment import _jitter
+    # round (not exactly to green: YIQ's chroma plane is not HSV's hexagon), and a
+    # saturation factor of 1 with hue 0 leaves the patch as it was.
+    from cervixwsi.models._augment import _ALPHA, _CONTRAST, _HUE, _SAT, _jitter
 
     red = np.zeros((1, 4, 4, 3), np.uint8)
     red[..., 0] = 200
     params = np.zeros((1, 11), np.float32)
-    params[0, 1:4] = 1.0  # HED alpha (off), contrast 1, saturation 1
-    params[0, 8:10] = 1.0
+    params[0, _ALPHA : _ALPHA + 3] = 1.0  # HED off
+    params[0, _CONTRAST] = params[0, _SAT] = 1.0  # contrast and saturation factors 1
     aug = Augmentation(hue=0.5)
     same = np.asarray(_jitter(red, params, aug))[0, 0, 0]
     np.testing.assert_allclose(same, [200 / 255, 0, 0], atol=1e-5)
-    params[0, 10] = 1 / 6
+    params[0, _HUE] = 1 / 6
     turned = np.asarray(_jitter(red, params, aug))[0, 0, 0]
     assert turned[1] > turned[2]  # towards green, not blue
     luma = np.array([0.299, 0.587, 0.114])

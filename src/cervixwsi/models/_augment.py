@@ -31,6 +31,15 @@ _RGB_FROM_HED = np.array(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64
 )
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+#: RGB to YIQ (NTSC), as ``skimage.color.rgb2yiq``.
+_YIQ_FROM_RGB = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [0.59590059, -0.27455667, -0.32134392],
+        [0.21153661, -0.52273617, 0.31119955],
+    ]
+)
+_RGB_FROM_YIQ = np.linalg.inv(_YIQ_FROM_RGB)
 _LOG_EPS = math.log(1e-6)  # skimage's log adjustment: stains are in units of -log(1e-6)
 
 
@@ -75,7 +84,9 @@ class Augmentation:
     hue : float, default 0.0
         Turn the chroma plane ``(i, q)`` of YIQ by an angle uniform in ``[-hue,
         hue]`` turns (in ``[0, 0.5]``; 0.05 is 18°), keeping the luma. 0 turns it
-        off.
+        off.  Saturation and hue can take a colour out of the RGB cube; it is
+        clipped per channel to uint8 at the end, which moves its luma and hue a
+        little (HSV capped the saturation at 1 instead).
 
     Notes
     -----
@@ -472,7 +483,7 @@ def _jitter(images: tf.Tensor, params: tf.Tensor, aug: Augmentation) -> tf.Tenso
             axis=1,
         )  # (B, 3, 3) on row vectors (y, i, q): i + jq times exp(-j angle), HSV's way round
         yiq = tf.constant(_YIQ_FROM_RGB.T, tf.float32)
-        rgb_from = tf.constant(np.linalg.inv(_YIQ_FROM_RGB).T, tf.float32)
+        rgb_from = tf.constant(_RGB_FROM_YIQ.T, tf.float32)
         matrix = tf.matmul(tf.matmul(yiq[tf.newaxis], turn), rgb_from[tf.newaxis])
         matrix = matrix[:, tf.newaxis, tf.newaxis]  # (B, 1, 1, 3, 3)
         rgb = tf.clip_by_value(rgb, 0.0, 1.0)
@@ -481,16 +492,6 @@ def _jitter(images: tf.Tensor, params: tf.Tensor, aug: Augmentation) -> tf.Tenso
             twisted = twisted + rgb[..., c : c + 1] * matrix[..., c, :]
         rgb = twisted
     return rgb
-
-
-#: RGB to YIQ (NTSC), as ``skimage.color.rgb2yiq``.
-_YIQ_FROM_RGB = np.array(
-    [
-        [0.299, 0.587, 0.114],
-        [0.59590059, -0.27455667, -0.32134392],
-        [0.21153661, -0.52273617, 0.31119955],
-    ]
-)
 
 
 # -log of each uint8 value / 255 (floored at 1e-6): the optical density, by table.

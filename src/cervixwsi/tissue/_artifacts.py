@@ -142,7 +142,7 @@ def _typical_od(
 
     Marker ink can cover half of the tissue; then the plain median is the ink's, and
     ink only 3 times as dense as the tissue goes unseen.  The pieces of at least
-    ``min_px`` whose smoothed OD (``sigma_px``) is ``factor`` times the median of the
+    ``min_px`` whose smoothed OD (``sigma_px``) is over ``factor`` times the median of the
     lighter of two Otsu classes (on the log OD) are left out first: ink is there,
     and on clean tissue only its densest part, which moves the median a little.
     """
@@ -211,6 +211,10 @@ class ArtifactMasker:
         default 2.5 (the typical OD of the synthetic test slides is then
         within 0.93-1.09 times that of their tissue without the drawn ink,
         against up to 2.6 times with the plain median; clean slides: 1.00).
+        On a slide whose dense carcinoma sheets lie in pale stroma the sheets
+        are left out too, which lowers the reference of the dense-ink rule;
+        not measured on real tumour-rich slides (the real H&E of the test
+        data loses 0.41 and 0.52 % of its tissue, as before).
     pen_min_area_um2 : float
         Ink pieces smaller than this are ignored; default 10 000 µm².
     fold_factor : float
