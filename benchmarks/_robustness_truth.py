@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 
 import numpy as np
 import tifffile
@@ -16,7 +17,13 @@ from cervixwsi.tissue import ArtifactMasker, TissueMasker
 
 def layout_of(row: CohortRow) -> SlideLayout:
     """The ground truth of a synthetic slide: the layout of the spec in its TIFF description."""
-    with tifffile.TiffFile(row.path) as tif:
+    return _layout(str(row.path))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(path: str) -> SlideLayout:
+    """One layout per slide file: the tables, site counts and hidden lesions share it."""
+    with tifffile.TiffFile(path) as tif:
         text = str(tif.pages[0].description)
     return make_layout(SyntheticSlideSpec(**ast.literal_eval(text[text.index("{") :])))
 

@@ -248,7 +248,8 @@ COLOURS = [
 @pytest.mark.parametrize("xla", [False, True])
 @pytest.mark.parametrize("aug", COLOURS, ids=lambda a: f"{a.hed_jitter}-{a.contrast}-{a.hue}")
 def test_vectorised_colour_jitter_equals_the_per_patch_ops(aug: Augmentation, xla: bool) -> None:
-    from cervixwsi.models._augment import _draw_colour, _jitter
+    from cervixwsi.models._augment import _draw_colour
+    from cervixwsi.models._colour import _jitter
 
     rng = np.random.default_rng(11)
     images = np.stack([he_patch(s, 12) for s in range(5)] + [rng.integers(0, 256, (12, 12, 3))])
@@ -379,7 +380,7 @@ def test_hue_turns_the_way_hsv_does_and_keeps_the_luma() -> None:
     # A third of a turn takes red towards green in HSV; the YIQ turn goes the same way
     # round (not exactly to green: YIQ's chroma plane is not HSV's hexagon), and a
     # saturation factor of 1 with hue 0 leaves the patch as it was.
-    from cervixwsi.models._augment import _ALPHA, _CONTRAST, _HUE, _SAT, _jitter
+    from cervixwsi.models._colour import _ALPHA, _CONTRAST, _HUE, _SAT, _jitter
 
     red = np.zeros((1, 4, 4, 3), np.uint8)
     red[..., 0] = 200

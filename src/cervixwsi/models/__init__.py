@@ -66,13 +66,9 @@ from cervixwsi.models._architectures import (
     build_model,
     imagenet_weights_path,
 )
-from cervixwsi.models._augment import (
-    Augmentation,
-    augment_patch,
-    hed_to_rgb,
-    rgb_to_hed,
-)
+from cervixwsi.models._augment import Augmentation, augment_patch
 from cervixwsi.models._classifier import PatchClassifier
+from cervixwsi.models._colour import hed_to_rgb, rgb_to_hed
 from cervixwsi.models._data import ArrayPatchSource, PatchSource, patch_dataset
 from cervixwsi.models._devices import assign_gpu, training_strategy, worker_index
 from cervixwsi.models._engine import ENGINES, EngineFallbackWarning

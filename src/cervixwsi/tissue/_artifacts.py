@@ -210,7 +210,7 @@ class ArtifactMasker:
         marker ink over half of the tissue would otherwise be "typical";
         default 2.5 (the typical OD of the synthetic test slides is then
         within 0.93-1.09 times that of their tissue without the drawn ink,
-        against up to 2.6 times with the plain median; clean slides: 1.00).
+        against up to 2.6 times with the plain median; clean slides: 0.99-1.00).
         On a slide whose dense carcinoma sheets lie in pale stroma the sheets
         are left out too, which lowers the reference of the dense-ink rule;
         not measured on real tumour-rich slides (the real H&E of the test
